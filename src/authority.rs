@@ -1,0 +1,462 @@
+//! The authorize use case (Canvas `Lti::IMS::AuthorizationController#authorize`, with the
+//! differences SPEC.md decides): token request parameters → assertion checks → credential by
+//! the unverified `sub` → signature and claims → atomic `jti` claim → access token.
+//!
+//! [`Authority`] also keeps the in-memory caches the hot path reads (contexts, tool proxies,
+//! developer keys, the signing key ring). They are dropped whenever the store's change epoch
+//! moves, which triggers in the database bump on every change by any process; the epoch is
+//! read at most once per `cache_refresh` interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::access_token::{KeyRing, MintRequest, SigningKey};
+use crate::assertion::{self, AssertionError, AssertionPolicy, Subject};
+use crate::clock::SharedClock;
+use crate::secrets::{random_bytes, Secret};
+use crate::store::{ContextRef, DeveloperKeyRecord, Store, StoreError, ToolProxyRecord};
+
+/// The RFC 7523 grant type.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Canvas's second accepted grant type.
+pub const AUTHORIZATION_CODE: &str = "authorization_code";
+
+/// An RFC 6749 §5.2 error (or a 404/413/503 around it), ready to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    /// HTTP status.
+    pub status: u16,
+    /// `error`: `invalid_request`, `invalid_grant`, `unsupported_grant_type`,
+    /// `temporarily_unavailable`, or `not_found`.
+    pub error: &'static str,
+    /// `error_description`: safe to show.
+    pub description: String,
+    /// A short reason for logs and metrics.
+    pub reason: &'static str,
+}
+
+impl OAuthError {
+    /// 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self { status: 400, error: "invalid_request", description: description.into(), reason: "invalid_request" }
+    }
+
+    /// 400 `invalid_grant` from an assertion fault.
+    pub fn grant(e: &AssertionError) -> Self {
+        Self { status: 400, error: "invalid_grant", description: e.to_string(), reason: e.reason() }
+    }
+
+    /// 503 `temporarily_unavailable`: the store could not be reached; nothing was issued.
+    pub fn unavailable() -> Self {
+        Self {
+            status: 503,
+            error: "temporarily_unavailable",
+            description: "the service cannot check this assertion right now; try again".into(),
+            reason: "store_unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure on the authorize path");
+        OAuthError::unavailable()
+    }
+}
+
+/// The grant type: it only gates the request (Canvas); either value works for any credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer`
+    JwtBearer,
+    /// `authorization_code`
+    AuthorizationCode,
+}
+
+/// A token request's parameters, checked.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The grant type.
+    pub grant_type: GrantType,
+    /// The assertion.
+    pub assertion: String,
+    /// `code` (the reg_key), when given and not blank.
+    pub code: Option<String>,
+}
+
+impl TokenRequest {
+    /// Reads `grant_type`, `assertion` and `code` from the request's parameters (query and
+    /// body together, in any order). Errors (RFC 6749 §5.2): a parameter given twice, a
+    /// missing `grant_type` or blank `assertion` → `invalid_request`; a `grant_type` other
+    /// than the two exact values → `unsupported_grant_type`.
+    pub fn from_params(params: &[(String, String)]) -> Result<Self, OAuthError> {
+        for (i, (k, _)) in params.iter().enumerate() {
+            if params[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(OAuthError::invalid_request(format!("the '{}' parameter is given more than once", printable(k))));
+            }
+        }
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let grant_type = match get("grant_type") {
+            None | Some("") => return Err(OAuthError::invalid_request("the 'grant_type' parameter is missing")),
+            Some(JWT_BEARER) => GrantType::JwtBearer,
+            Some(AUTHORIZATION_CODE) => GrantType::AuthorizationCode,
+            Some(_) => {
+                return Err(OAuthError {
+                    status: 400,
+                    error: "unsupported_grant_type",
+                    description: format!("the grant_type must be '{JWT_BEARER}' or '{AUTHORIZATION_CODE}'"),
+                    reason: "unsupported_grant_type",
+                })
+            }
+        };
+        let assertion = match get("assertion") {
+            Some(a) if !a.trim().is_empty() => a.to_owned(),
+            _ => return Err(OAuthError::invalid_request("the 'assertion' parameter is missing")),
+        };
+        let code = get("code").filter(|c| !c.trim().is_empty()).map(str::to_owned);
+        Ok(Self { grant_type, assertion, code })
+    }
+}
+
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(40).collect()
+}
+
+/// A successful token response (RFC 6749 §5.1, Canvas's shape: `expires_in` is a string).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// The JWT access token.
+    pub access_token: String,
+    /// Always `"bearer"`.
+    pub token_type: String,
+    /// Seconds, as a string (`"3600"`).
+    pub expires_in: String,
+}
+
+/// What the authority needs besides the store and the clock.
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    /// Normalised public base URLs; the expected `aud` is the route under each.
+    pub base_urls: Vec<String>,
+    /// Access-token `aud` hosts.
+    pub token_aud: Vec<String>,
+    /// Access-token `iss`.
+    pub issuer: String,
+    /// Access-token lifetime, seconds.
+    pub access_token_lifetime: i64,
+    /// Assertion checks.
+    pub policy: AssertionPolicy,
+    /// How often to look for changes by other processes.
+    pub cache_refresh: Duration,
+}
+
+/// Which credential signed an assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A split-secret tool proxy.
+    ToolProxy,
+    /// A developer key (then `code` is required).
+    DeveloperKey,
+    /// A pending registration's reg_password.
+    Registration,
+}
+
+struct Credential {
+    kind: CredentialKind,
+    secret: Secret,
+    sub: Subject,
+}
+
+const CACHE_CAP: usize = 50_000;
+
+#[derive(Default)]
+struct Caches {
+    contexts: HashMap<ContextRef, bool>,
+    tool_proxies: HashMap<String, Option<Arc<ToolProxyRecord>>>,
+    developer_keys: HashMap<i64, Option<Arc<DeveloperKeyRecord>>>,
+}
+
+struct Refresh {
+    checked: Option<Instant>,
+    epoch: i64,
+}
+
+/// The authorization server's core: validates assertions and issues access tokens.
+pub struct Authority {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    config: AuthorityConfig,
+    caches: RwLock<Caches>,
+    keys: RwLock<Arc<KeyRing>>,
+    refresh: tokio::sync::Mutex<Refresh>,
+}
+
+/// Makes sure the store holds a signing key; returns true when one was generated.
+pub async fn ensure_signing_key(store: &dyn Store, now: i64) -> Result<bool, StoreError> {
+    if !store.signing_keys().await?.is_empty() {
+        return Ok(false);
+    }
+    store.add_signing_key(&new_signing_key(), now).await?;
+    Ok(true)
+}
+
+/// A new random 32-byte HS256 key with a random `kid`.
+pub fn new_signing_key() -> SigningKey {
+    let kid = hex::encode(random_bytes(8));
+    SigningKey::new(kid, random_bytes(32))
+}
+
+impl Authority {
+    /// Builds the authority, loading the key ring (the store must hold a signing key).
+    pub async fn new(store: Arc<dyn Store>, clock: SharedClock, config: AuthorityConfig) -> Result<Self, StoreError> {
+        let ring = load_ring(store.as_ref()).await?;
+        let epoch = store.change_epoch().await?;
+        Ok(Self {
+            store,
+            clock,
+            config,
+            caches: RwLock::new(Caches::default()),
+            keys: RwLock::new(Arc::new(ring)),
+            refresh: tokio::sync::Mutex::new(Refresh { checked: Some(Instant::now()), epoch }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &AuthorityConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The current key ring.
+    pub async fn key_ring(&self) -> Result<Arc<KeyRing>, StoreError> {
+        self.refresh_caches().await?;
+        Ok(self.keys.read().expect("key ring lock").clone())
+    }
+
+    /// Drops every cache now (after a change this process made).
+    pub async fn invalidate(&self) -> Result<(), StoreError> {
+        let mut r = self.refresh.lock().await;
+        r.checked = None;
+        drop(r);
+        self.refresh_caches().await
+    }
+
+    async fn refresh_caches(&self) -> Result<(), StoreError> {
+        let interval = self.config.cache_refresh;
+        let mut guard = if interval.is_zero() {
+            self.refresh.lock().await
+        } else {
+            match self.refresh.try_lock() {
+                Ok(g) => g,
+                Err(_) => return Ok(()), // another request is refreshing; use what we have
+            }
+        };
+        if guard.checked.is_some_and(|t| t.elapsed() < interval) {
+            return Ok(());
+        }
+        let epoch = self.store.change_epoch().await?;
+        if guard.checked.is_none() || epoch != guard.epoch {
+            let ring = load_ring(self.store.as_ref()).await?;
+            *self.keys.write().expect("key ring lock") = Arc::new(ring);
+            *self.caches.write().expect("cache lock") = Caches::default();
+            guard.epoch = epoch;
+        }
+        guard.checked = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Whether the account or course exists (cached).
+    pub async fn context_exists(&self, ctx: ContextRef) -> Result<bool, StoreError> {
+        self.refresh_caches().await?;
+        if let Some(hit) = self.caches.read().expect("cache lock").contexts.get(&ctx) {
+            return Ok(*hit);
+        }
+        let exists = self.store.context_exists(ctx).await?;
+        let mut c = self.caches.write().expect("cache lock");
+        if c.contexts.len() >= CACHE_CAP {
+            c.contexts.clear();
+        }
+        c.contexts.insert(ctx, exists);
+        Ok(exists)
+    }
+
+    /// A tool proxy by guid, in any state (cached).
+    pub async fn tool_proxy(&self, guid: &str) -> Result<Option<Arc<ToolProxyRecord>>, StoreError> {
+        if let Some(hit) = self.caches.read().expect("cache lock").tool_proxies.get(guid) {
+            return Ok(hit.clone());
+        }
+        let found = self.store.tool_proxy(guid).await?.map(Arc::new);
+        let mut c = self.caches.write().expect("cache lock");
+        if c.tool_proxies.len() >= CACHE_CAP {
+            c.tool_proxies.clear();
+        }
+        c.tool_proxies.insert(guid.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// A developer key by global id, in any state (cached).
+    pub async fn developer_key(&self, id: i64) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
+        if let Some(hit) = self.caches.read().expect("cache lock").developer_keys.get(&id) {
+            return Ok(hit.clone());
+        }
+        let found = self.store.developer_key(id).await?.map(Arc::new);
+        let mut c = self.caches.write().expect("cache lock");
+        if c.developer_keys.len() >= CACHE_CAP {
+            c.developer_keys.clear();
+        }
+        c.developer_keys.insert(id, found.clone());
+        Ok(found)
+    }
+
+    /// The authorize route's URL under each base URL (the accepted `aud` values).
+    pub fn expected_aud(&self, ctx: ContextRef) -> Vec<String> {
+        self.config
+            .base_urls
+            .iter()
+            .map(|b| format!("{b}/api/lti/{}/{}/authorize", ctx.kind.plural(), ctx.id))
+            .collect()
+    }
+
+    /// Picks the secret from the unverified `sub` (Canvas order): an active split-secret tool
+    /// proxy (whose developer key, if any, is active); else an active developer key; else a
+    /// live, unused registration of this same context.
+    async fn resolve(&self, sub: &Subject, ctx: ContextRef, now: i64) -> Result<Option<Credential>, StoreError> {
+        let text = sub.as_text();
+        if let Some(tp) = self.tool_proxy(&text).await? {
+            if tp.workflow_state == "active" && tp.uses_split_secret() {
+                if let Some(dk_id) = tp.developer_key_id {
+                    let usable = self.developer_key(dk_id).await?.is_some_and(|k| k.workflow_state == "active");
+                    if !usable {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(Credential {
+                    kind: CredentialKind::ToolProxy,
+                    secret: tp.shared_secret.clone(),
+                    sub: Subject::Str(tp.guid.clone()),
+                }));
+            }
+        }
+        if let Some(id) = sub.developer_key_id() {
+            if let Some(key) = self.developer_key(id).await? {
+                if key.workflow_state != "active" {
+                    return Ok(None);
+                }
+                return Ok(Some(Credential {
+                    kind: CredentialKind::DeveloperKey,
+                    secret: key.secret.clone(),
+                    sub: Subject::Int(id as u64),
+                }));
+            }
+        }
+        if let Some(reg) = self.store.registration(&text).await? {
+            if reg.context == ctx && reg.expires_at > now && reg.consumed_at.is_none() {
+                return Ok(Some(Credential {
+                    kind: CredentialKind::Registration,
+                    secret: reg.reg_password,
+                    sub: sub.clone(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Handles a token request for the authorize route of `ctx`.
+    ///
+    /// Errors: 404 `not_found` for an unknown context; 400 `invalid_grant` for every assertion
+    /// fault (generic before the signature is verified, precise after); 400 `invalid_request`
+    /// for a developer-key assertion without `code`; 503 `temporarily_unavailable` when the
+    /// store fails (the replay check is never skipped).
+    pub async fn authorize(&self, ctx: ContextRef, req: &TokenRequest) -> Result<(TokenResponse, CredentialKind), OAuthError> {
+        if !self.context_exists(ctx).await? {
+            return Err(OAuthError {
+                status: 404,
+                error: "not_found",
+                description: format!("there is no {} {}", ctx.kind.as_str(), ctx.id),
+                reason: "context_not_found",
+            });
+        }
+        let policy = &self.config.policy;
+        let parsed = assertion::parse(&req.assertion, policy).map_err(|e| OAuthError::grant(&e))?;
+        let now = self.clock.now();
+        let cred = self
+            .resolve(parsed.sub(), ctx, now)
+            .await?
+            .ok_or_else(|| OAuthError::grant(&AssertionError::Unverifiable))?;
+        let verified = parsed
+            .verify(cred.secret.expose(), &self.expected_aud(ctx), policy, now)
+            .map_err(|e| OAuthError::grant(&e))?;
+        if cred.kind == CredentialKind::DeveloperKey && req.code.is_none() {
+            return Err(OAuthError {
+                reason: "code_missing",
+                ..OAuthError::invalid_request("a developer key assertion needs the 'code' parameter (the reg_key)")
+            });
+        }
+        let sub_text = cred.sub.as_text();
+        if !self.store.claim_nonce(&sub_text, &verified.jti, verified.nonce_expires_at).await? {
+            return Err(OAuthError::grant(&AssertionError::Replayed));
+        }
+        let ring = self.key_ring().await?;
+        let reg_key = req.code.as_deref().unwrap_or(&sub_text);
+        let token = ring.mint(&MintRequest {
+            sub: &cred.sub,
+            reg_key,
+            aud: &self.config.token_aud,
+            iss: &self.config.issuer,
+            now,
+            lifetime: self.config.access_token_lifetime,
+        });
+        Ok((
+            TokenResponse {
+                access_token: token,
+                token_type: "bearer".into(),
+                expires_in: self.config.access_token_lifetime.to_string(),
+            },
+            cred.kind,
+        ))
+    }
+}
+
+async fn load_ring(store: &dyn Store) -> Result<KeyRing, StoreError> {
+    KeyRing::new(store.signing_keys().await?).ok_or_else(|| StoreError::Invalid("no signing key: run `lti2 admin signing-key rotate`".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn token_request_parameters() {
+        let ok = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "a.b.c")])).unwrap();
+        assert_eq!(ok.grant_type, GrantType::JwtBearer);
+        assert!(ok.code.is_none());
+        let e = TokenRequest::from_params(&p(&[("assertion", "a.b.c")])).unwrap_err();
+        assert_eq!(e.error, "invalid_request");
+        for g in ["urn:ietf:params:oauth:grant-type:jwt_bearer", "AUTHORIZATION_CODE", "authorization_code ", "client_credentials"] {
+            let e = TokenRequest::from_params(&p(&[("grant_type", g), ("assertion", "a.b.c")])).unwrap_err();
+            assert_eq!(e.error, "unsupported_grant_type", "{g}");
+        }
+        let e = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "a"), ("assertion", "a")])).unwrap_err();
+        assert_eq!(e.error, "invalid_request");
+        let e = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "  ")])).unwrap_err();
+        assert_eq!(e.error, "invalid_request");
+        let blank_code = TokenRequest::from_params(&p(&[("grant_type", AUTHORIZATION_CODE), ("assertion", "x"), ("code", " ")])).unwrap();
+        assert!(blank_code.code.is_none());
+    }
+}

@@ -1,0 +1,576 @@
+//! The `lti2` command line: `serve`, `admin …`, `token`, `jwt decode|verify`, `bench`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::authority::{ensure_signing_key, new_signing_key, AUTHORIZATION_CODE, JWT_BEARER};
+use crate::client::{request_token, system_now, AssertionBuilder, BodyEncoding, ClientError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Overrides, Settings};
+use crate::jose::{self, Alg};
+use crate::secrets::{random_bytes, Secret};
+use crate::store::sqlite::Durability;
+use crate::store::{ContextKind, ContextRef, NewRegistration, NewToolProxy, Store, ToolService};
+
+/// Secrets shorter than this many bytes are refused unless `--allow-short-secret` is given.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// `lti2`: a Canvas-compatible LTI 2 platform (JWT access tokens) and its tool-side client.
+#[derive(Debug, Parser)]
+#[command(name = "lti2", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Manage accounts, courses, credentials and signing keys in the database.
+    Admin(AdminArgs),
+    /// Build and sign an assertion, exchange it for an access token, print the response.
+    Token(TokenArgs),
+    /// Inspect or check a JWT offline.
+    Jwt {
+        /// The JWT command.
+        #[command(subcommand)]
+        command: JwtCommand,
+    },
+    /// Load-test a running server's authorize endpoint.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where the database and the master key are.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "LTI2_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Database URL (default sqlite://lti2.db).
+    #[arg(long, env = "LTI2_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Data directory holding master.key (default ./lti2-data).
+    #[arg(long, env = "LTI2_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `lti2 serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Storage.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Listen address (default 127.0.0.1:3000).
+    #[arg(long, env = "LTI2_LISTEN")]
+    pub listen: Option<String>,
+    /// Public base URL(s), scheme://host[:port]; builds the expected `aud` and the token `aud`.
+    #[arg(long, env = "LTI2_BASE_URL", value_delimiter = ',')]
+    pub base_url: Vec<String>,
+    /// Access-token issuer (default "Canvas").
+    #[arg(long, env = "LTI2_ISSUER")]
+    pub issuer: Option<String>,
+    /// Largest `exp - now` accepted on an assertion, seconds; 0 = no bound (default 300).
+    #[arg(long, env = "LTI2_MAX_ASSERTION_LIFETIME")]
+    pub max_assertion_lifetime: Option<i64>,
+    /// Assertion algorithms accepted (default HS256).
+    #[arg(long, env = "LTI2_ALLOWED_ALGORITHMS", value_delimiter = ',')]
+    pub allowed_algorithms: Vec<String>,
+    /// `text` (default) or `json`.
+    #[arg(long, env = "LTI2_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// SQLite commit durability: `normal` (default; survives a process crash) or `full` (fsync
+    /// per commit).
+    #[arg(long, env = "LTI2_SQLITE_DURABILITY", value_parser = parse_durability)]
+    pub sqlite_durability: Option<Durability>,
+    /// How often (ms) to look for changes made by `lti2 admin` in another process (default 200).
+    #[arg(long, env = "LTI2_CACHE_REFRESH_MS")]
+    pub cache_refresh_ms: Option<u64>,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "normal" => Ok(Durability::Normal),
+        "full" => Ok(Durability::Full),
+        _ => Err("expected normal or full".into()),
+    }
+}
+
+impl ServeArgs {
+    /// The overrides these flags and variables make.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.store.config.clone(),
+            listen: self.listen.clone(),
+            base_url: self.base_url.clone(),
+            database_url: self.store.database_url.clone(),
+            data_dir: self.store.data_dir.clone(),
+            issuer: self.issuer.clone(),
+            max_assertion_lifetime: self.max_assertion_lifetime,
+            allowed_algorithms: self.allowed_algorithms.clone(),
+            log_format: self.log_format.clone(),
+            sqlite_durability: self.sqlite_durability,
+            cache_refresh_ms: self.cache_refresh_ms,
+            master_key: std::env::var("LTI2_MASTER_KEY").ok().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// `lti2 admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Storage.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What to manage.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `lti2 admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Accounts.
+    Account {
+        /// The account command.
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Courses.
+    Course {
+        /// The course command.
+        #[command(subcommand)]
+        command: CourseCommand,
+    },
+    /// Developer keys.
+    DeveloperKey {
+        /// The developer key command.
+        #[command(subcommand)]
+        command: DeveloperKeyCommand,
+    },
+    /// Tool proxies.
+    ToolProxy {
+        /// The tool proxy command.
+        #[command(subcommand)]
+        command: ToolProxyCommand,
+    },
+    /// Pending LTI 2 registrations.
+    Registration {
+        /// The registration command.
+        #[command(subcommand)]
+        command: RegistrationCommand,
+    },
+    /// Access-token signing keys.
+    SigningKey {
+        /// The signing key command.
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+/// `admin account …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account.
+    Create {
+        /// Its id.
+        #[arg(long)]
+        id: i64,
+        /// Its name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Its parent account.
+        #[arg(long)]
+        parent: Option<i64>,
+    },
+}
+
+/// `admin course …`.
+#[derive(Debug, Subcommand)]
+pub enum CourseCommand {
+    /// Create a course.
+    Create {
+        /// Its id.
+        #[arg(long)]
+        id: i64,
+        /// Its account.
+        #[arg(long)]
+        account: i64,
+        /// Its name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+/// `admin developer-key …`.
+#[derive(Debug, Subcommand)]
+pub enum DeveloperKeyCommand {
+    /// Create a developer key; prints its id and secret (shown only this once).
+    Create {
+        /// Global id (default: the next free id above 10000000000000).
+        #[arg(long)]
+        id: Option<i64>,
+        /// Secret (default: 32 random bytes as 64 hex characters).
+        #[arg(long)]
+        secret: Option<String>,
+        /// A name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Accept a secret shorter than 32 bytes.
+        #[arg(long)]
+        allow_short_secret: bool,
+    },
+    /// List developer keys (no secrets).
+    List,
+    /// Deactivate a key: it no longer gets tokens.
+    Deactivate {
+        /// The key's global id.
+        id: i64,
+    },
+    /// Reactivate a key.
+    Activate {
+        /// The key's global id.
+        id: i64,
+    },
+}
+
+/// Tool proxy states settable by the console.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ToolProxyState {
+    /// Can sign assertions.
+    Active,
+    /// Cannot.
+    Disabled,
+}
+
+impl ToolProxyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ToolProxyState::Active => "active",
+            ToolProxyState::Disabled => "disabled",
+        }
+    }
+}
+
+/// `admin tool-proxy …`.
+#[derive(Debug, Subcommand)]
+pub enum ToolProxyCommand {
+    /// Create a tool proxy with a shared secret.
+    Create {
+        /// Its guid (the assertion's `sub`).
+        #[arg(long)]
+        guid: String,
+        /// Its shared secret (for split secrets: tc_half followed by tp_half).
+        #[arg(long)]
+        secret: String,
+        /// An enabled capability (repeatable; default Security.splitSecret).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// A security-contract service, NAME=METHOD,METHOD (repeatable).
+        #[arg(long = "service", value_parser = parse_service)]
+        services: Vec<ToolService>,
+        /// Initial state.
+        #[arg(long, value_enum, default_value = "active")]
+        state: ToolProxyState,
+        /// The developer key of its product family.
+        #[arg(long)]
+        developer_key: Option<i64>,
+        /// Accept a secret shorter than 32 bytes.
+        #[arg(long)]
+        allow_short_secret: bool,
+    },
+    /// List tool proxies (no secrets).
+    List,
+    /// Set a tool proxy's state.
+    SetState {
+        /// Its guid.
+        guid: String,
+        /// The new state.
+        #[arg(value_enum)]
+        state: ToolProxyState,
+    },
+}
+
+fn parse_service(s: &str) -> Result<ToolService, String> {
+    let (name, methods) = s.split_once('=').ok_or("expected NAME=METHOD,METHOD")?;
+    let action: Vec<String> = methods
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if name.trim().is_empty() || action.is_empty() {
+        return Err("expected NAME=METHOD,METHOD".into());
+    }
+    Ok(ToolService { service: name.trim().to_owned(), action })
+}
+
+/// `admin registration …`.
+#[derive(Debug, Subcommand)]
+pub enum RegistrationCommand {
+    /// Record a pending registration (valid for one hour) whose reg_password signs assertions
+    /// with sub = reg_key at this context's authorize URL.
+    Create {
+        /// An account context.
+        #[arg(long, conflicts_with = "course", required_unless_present = "course")]
+        account: Option<i64>,
+        /// A course context.
+        #[arg(long)]
+        course: Option<i64>,
+        /// The reg_key.
+        #[arg(long)]
+        reg_key: String,
+        /// The reg_password.
+        #[arg(long)]
+        reg_password: String,
+        /// Accept a reg_password shorter than 32 bytes.
+        #[arg(long)]
+        allow_short_secret: bool,
+    },
+}
+
+/// `admin signing-key …`.
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Add a new signing key; older keys still verify until removed.
+    Rotate,
+    /// List the keys (no key bytes).
+    List,
+    /// Remove a key: tokens it signed stop working.
+    Remove {
+        /// The key id.
+        kid: String,
+    },
+}
+
+/// `lti2 token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The authorize URL (also the assertion's `aud`).
+    #[arg(long)]
+    pub url: String,
+    /// The assertion's `sub`: a tool proxy guid, a developer key id, or a reg_key.
+    #[arg(long)]
+    pub sub: String,
+    /// The HMAC secret.
+    #[arg(long, env = "LTI2_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The `code` parameter (the reg_key), for developer keys.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// The grant type (default: authorization-code with --code, else jwt-bearer).
+    #[arg(long, value_enum)]
+    pub grant: Option<Grant>,
+    /// Send multipart/form-data (like `curl -F`) instead of a urlencoded form.
+    #[arg(long)]
+    pub multipart: bool,
+    /// Seconds from iat to exp (default 60).
+    #[arg(long, default_value_t = 60)]
+    pub lifetime: i64,
+    /// Send an all-digit sub as a JSON string rather than an integer.
+    #[arg(long)]
+    pub string_sub: bool,
+}
+
+/// The grant type to send.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Grant {
+    /// urn:ietf:params:oauth:grant-type:jwt-bearer
+    JwtBearer,
+    /// authorization_code
+    AuthorizationCode,
+}
+
+/// `lti2 jwt …`.
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Print a JWT's header and claims as JSON (no signature check).
+    Decode {
+        /// The token.
+        token: String,
+    },
+    /// Check a JWT's HMAC signature with a secret; exits 1 when it does not verify.
+    Verify {
+        /// The token.
+        token: String,
+        /// The HMAC secret.
+        #[arg(long)]
+        secret: String,
+    },
+}
+
+fn check_secret_len(secret: &str, allow_short: bool, what: &str) -> anyhow::Result<()> {
+    if secret.is_empty() {
+        bail!("the {what} must not be empty");
+    }
+    if secret.len() < MIN_SECRET_BYTES && !allow_short {
+        bail!("the {what} is {} bytes; at least {MIN_SECRET_BYTES} are required (--allow-short-secret overrides)", secret.len());
+    }
+    Ok(())
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+}
+
+/// Runs `lti2 admin …`.
+pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(Overrides {
+        config: args.store.config.clone(),
+        database_url: args.store.database_url.clone(),
+        data_dir: args.store.data_dir.clone(),
+        master_key: std::env::var("LTI2_MASTER_KEY").ok().filter(|s| !s.is_empty()),
+        ..Default::default()
+    })?;
+    let store = crate::server::open_store(&settings).await?;
+    let now = SystemClock.now();
+    ensure_signing_key(store.as_ref(), now).await?;
+    run_admin(store, args.command, now).await
+}
+
+async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Account { command: AccountCommand::Create { id, name, parent } } => {
+            store.create_account(id, &name, parent, now).await?;
+            print_json(&json!({"account": {"id": id, "name": name, "parent_account_id": parent}}));
+        }
+        AdminCommand::Course { command: CourseCommand::Create { id, account, name } } => {
+            store.create_course(id, account, &name, now).await?;
+            print_json(&json!({"course": {"id": id, "account_id": account, "name": name}}));
+        }
+        AdminCommand::DeveloperKey { command } => match command {
+            DeveloperKeyCommand::Create { id, secret, name, allow_short_secret } => {
+                let secret = match secret {
+                    Some(s) => {
+                        check_secret_len(&s, allow_short_secret, "developer key secret")?;
+                        s
+                    }
+                    None => hex::encode(random_bytes(32)),
+                };
+                let id = store
+                    .create_developer_key(id, &Secret::new(secret.clone().into_bytes()), name.as_deref(), now)
+                    .await?;
+                print_json(&json!({"id": id, "secret": secret, "name": name, "workflow_state": "active"}));
+            }
+            DeveloperKeyCommand::List => print_json(&json!(store.list_developer_keys().await?)),
+            DeveloperKeyCommand::Deactivate { id } => {
+                store.set_developer_key_state(id, "inactive").await?;
+                print_json(&json!({"id": id, "workflow_state": "inactive"}));
+            }
+            DeveloperKeyCommand::Activate { id } => {
+                store.set_developer_key_state(id, "active").await?;
+                print_json(&json!({"id": id, "workflow_state": "active"}));
+            }
+        },
+        AdminCommand::ToolProxy { command } => match command {
+            ToolProxyCommand::Create { guid, secret, capabilities, services, state, developer_key, allow_short_secret } => {
+                check_secret_len(&secret, allow_short_secret, "tool proxy shared secret")?;
+                if guid.trim().is_empty() {
+                    bail!("the guid must not be empty");
+                }
+                let enabled_capability = if capabilities.is_empty() { vec!["Security.splitSecret".to_string()] } else { capabilities };
+                store
+                    .create_tool_proxy(NewToolProxy {
+                        guid: guid.clone(),
+                        shared_secret: Secret::new(secret.into_bytes()),
+                        workflow_state: state.as_str().into(),
+                        enabled_capability: enabled_capability.clone(),
+                        tool_service: services.clone(),
+                        developer_key_id: developer_key,
+                        now,
+                    })
+                    .await?;
+                print_json(&json!({"guid": guid, "workflow_state": state.as_str(), "enabled_capability": enabled_capability, "tool_service": services, "developer_key_id": developer_key}));
+            }
+            ToolProxyCommand::List => print_json(&json!(store.list_tool_proxies().await?)),
+            ToolProxyCommand::SetState { guid, state } => {
+                store.set_tool_proxy_state(&guid, state.as_str(), now).await?;
+                print_json(&json!({"guid": guid, "workflow_state": state.as_str()}));
+            }
+        },
+        AdminCommand::Registration { command: RegistrationCommand::Create { account, course, reg_key, reg_password, allow_short_secret } } => {
+            check_secret_len(&reg_password, allow_short_secret, "reg_password")?;
+            let context = match (account, course) {
+                (Some(id), None) => ContextRef { kind: ContextKind::Account, id },
+                (None, Some(id)) => ContextRef { kind: ContextKind::Course, id },
+                _ => bail!("give exactly one of --account or --course"),
+            };
+            let expires_at = now + 3600;
+            store
+                .create_registration(NewRegistration {
+                    reg_key: reg_key.clone(),
+                    reg_password: Secret::new(reg_password.into_bytes()),
+                    context,
+                    tool_url: None,
+                    now,
+                    expires_at,
+                })
+                .await?;
+            print_json(&json!({"reg_key": reg_key, "context": context, "expires_at": expires_at}));
+        }
+        AdminCommand::SigningKey { command } => match command {
+            SigningKeyCommand::Rotate => {
+                let key = new_signing_key();
+                store.add_signing_key(&key, now).await?;
+                print_json(&json!({"kid": key.kid, "active": true}));
+            }
+            SigningKeyCommand::List => print_json(&json!(store.list_signing_keys().await?)),
+            SigningKeyCommand::Remove { kid } => {
+                store.remove_signing_key(&kid).await?;
+                print_json(&json!({"removed": kid}));
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Runs `lti2 token`; returns the process exit code.
+pub async fn token(args: TokenArgs) -> anyhow::Result<i32> {
+    let grant = match args.grant {
+        Some(Grant::JwtBearer) => JWT_BEARER,
+        Some(Grant::AuthorizationCode) => AUTHORIZATION_CODE,
+        None if args.code.is_some() => AUTHORIZATION_CODE,
+        None => JWT_BEARER,
+    };
+    let mut builder = AssertionBuilder::new(&args.sub, &args.url).lifetime(args.lifetime);
+    if args.string_sub {
+        builder = builder.string_sub();
+    }
+    let assertion = builder.sign(args.secret.as_bytes(), system_now());
+    let encoding = if args.multipart { BodyEncoding::Multipart } else { BodyEncoding::Form };
+    let http = reqwest::Client::new();
+    match request_token(&http, &args.url, grant, &assertion, args.code.as_deref(), encoding).await {
+        Ok(resp) => {
+            print_json(&json!(resp));
+            Ok(0)
+        }
+        Err(ClientError::Refused { status, body }) => {
+            eprintln!("error: the platform answered {status}");
+            eprintln!("{body}");
+            Ok(1)
+        }
+        Err(e) => Err(e).context("the token request failed"),
+    }
+}
+
+/// Runs `lti2 jwt …`; returns the process exit code.
+pub fn jwt(cmd: JwtCommand) -> anyhow::Result<i32> {
+    match cmd {
+        JwtCommand::Decode { token } => {
+            let (header, claims) = jose::decode_unchecked(&token).context("not a JWT")?;
+            print_json(&json!({"header": header, "claims": claims, "signature": "not verified"}));
+            Ok(0)
+        }
+        JwtCommand::Verify { token, secret } => {
+            let jws = jose::parse(token.trim(), &[Alg::HS256, Alg::HS384, Alg::HS512]).context("not an HMAC-signed JWT")?;
+            let ok = jws.verify(secret.as_bytes());
+            print_json(&json!({"valid": ok, "alg": jws.alg.as_str(), "header": jws.header, "claims": jws.claims}));
+            Ok(if ok { 0 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! # lti2
+//!
+//! A standalone, Canvas-compatible LTI 2 platform security service, and the tool-side client.
+//!
+//! A tool signs a short-lived HS256 JWT **assertion** (RFC 7523) with a secret it shares with
+//! the platform, and trades it at `POST /api/lti/{accounts|courses}/{id}/authorize` for a JWT
+//! **access token**. This crate holds both sides.
+//!
+//! ## Layout
+//!
+//! * [`clock`]: injected time (seconds since the epoch).
+//! * [`jose`]: strict compact JWS parsing and HMAC signing.
+//! * [`assertion`]: the pure assertion checks (claims, `aud`, times, allow-list).
+//! * [`access_token`]: minting and verifying access tokens with a key ring.
+//! * [`secrets`]: the master key and encryption of secrets at rest.
+//! * [`store`]: persistence behind traits (SQLite now), with the group-commit nonce store.
+//! * [`authority`]: the authorize use case: credential lookup, validation, replay, minting.
+//! * [`server`]: the axum HTTP service.
+//! * [`config`]: settings from a TOML file, `LTI2_…` environment variables and flags.
+//! * [`client`]: the tool side: an assertion builder and a caching token client.
+//! * [`cli`]: the `lti2` command line (`serve`, `admin`, `token`, `jwt`, `bench`).
+
+pub mod access_token;
+pub mod assertion;
+pub mod authority;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod jose;
+pub mod secrets;
+pub mod server;
+pub mod store;

@@ -1,0 +1,80 @@
+//! `POST /api/lti/{accounts|courses}/{id}/authorize`: the token endpoint.
+//!
+//! Reads the parameters (query + form, multipart or JSON body, at most
+//! [`MAX_BODY_BYTES`](super::MAX_BODY_BYTES)), hands them to [`Authority::authorize`], and
+//! renders the RFC 6749 §5.1 response or the §5.2 error, both with `Cache-Control: no-store`.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::params::{body_params, query_params};
+use super::{no_store, not_found_response, AppState, MAX_BODY_BYTES};
+use crate::authority::{Authority, OAuthError, TokenRequest};
+use crate::store::{ContextKind, ContextRef};
+
+/// The account route.
+pub async fn account(State(s): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+    handle(&s.authority, ContextKind::Account, &id, req).await
+}
+
+/// The course route.
+pub async fn course(State(s): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+    handle(&s.authority, ContextKind::Course, &id, req).await
+}
+
+/// Renders an OAuth error: Canvas's generic body for 404, RFC 6749 §5.2 JSON otherwise.
+pub fn error_response(e: &OAuthError) -> Response {
+    if e.status == 404 {
+        return not_found_response();
+    }
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    no_store((status, Json(serde_json::json!({"error": e.error, "error_description": e.description}))).into_response())
+}
+
+async fn handle(authority: &Authority, kind: ContextKind, id: &str, req: Request) -> Response {
+    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+        return not_found_response();
+    };
+    let ctx = ContextRef { kind, id };
+    match exchange(authority, ctx, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(status = e.status, reason = e.reason, "token request failed");
+            } else {
+                tracing::info!(status = e.status, reason = e.reason, detail = %e.description, "token request refused");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn exchange(authority: &Authority, ctx: ContextRef, req: Request) -> Result<Response, OAuthError> {
+    let (parts, body) = req.into_parts();
+    let too_large = || OAuthError {
+        status: 413,
+        error: "invalid_request",
+        description: format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        reason: "body_too_large",
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let mut params = query_params(parts.uri.query());
+    params.extend(body_params(&parts.headers, bytes).await?);
+    let request = TokenRequest::from_params(&params)?;
+    let (resp, kind) = authority.authorize(ctx, &request).await?;
+    tracing::debug!(credential = ?kind, "access token issued");
+    Ok(no_store(Json(resp).into_response()))
+}

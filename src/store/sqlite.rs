@@ -1,0 +1,510 @@
+//! The embedded SQLite store: one file in WAL mode, migrations embedded in the binary.
+//!
+//! Nonce claims go through one writer task that owns its own connection and turns every claim
+//! waiting at that moment into a single `INSERT … ON CONFLICT DO NOTHING RETURNING` statement
+//! (group commit): one commit makes a whole batch durable, and SQLite's primary key makes the
+//! claim atomic, between requests of this process and with any other process on the file.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::secrets::MasterKey;
+
+/// The most nonce claims written in one statement.
+const MAX_BATCH: usize = 256;
+
+/// How SQLite makes commits durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode: a commit survives a crash of the process (kill -9);
+    /// the last commits before a power cut may be lost.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced before it is acknowledged.
+    Full,
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    master: MasterKey,
+    nonce_tx: mpsc::Sender<Claim>,
+}
+
+struct Claim {
+    sub: String,
+    jti: String,
+    expires_at: i64,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+fn ctx_aad(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `url`
+    /// (`sqlite://path`, `sqlite:path` or `sqlite::memory:`), and starts the nonce writer.
+    pub async fn open(url: &str, master: MasterKey, durability: Durability) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let (nonce_tx, rx) = mpsc::channel(4096);
+        if memory {
+            tokio::spawn(nonce_writer(WriterConn::Pool(pool.clone()), rx));
+        } else {
+            let conn = opts.connect().await?;
+            tokio::spawn(nonce_writer(WriterConn::Own(conn), rx));
+        }
+        Ok(Self { pool, master, nonce_tx })
+    }
+
+    /// The connection pool (for tests and tools).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn open_secret(&self, aad: &str, sealed: &[u8]) -> Result<Secret, StoreError> {
+        Ok(self.master.open(aad, sealed)?)
+    }
+}
+
+fn conflict_or(e: sqlx::Error, what: impl Fn() -> String, fk: impl Fn() -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(what());
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound(fk());
+        }
+    }
+    StoreError::Database(e)
+}
+
+fn json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+#[async_trait]
+impl ContextStore for SqliteStore {
+    async fn context_exists(&self, ctx: ContextRef) -> Result<bool, StoreError> {
+        let sql = match ctx.kind {
+            ContextKind::Account => "SELECT 1 FROM accounts WHERE id = ?",
+            ContextKind::Course => "SELECT 1 FROM courses WHERE id = ?",
+        };
+        Ok(sqlx::query(sql).bind(ctx.id).fetch_optional(&self.pool).await?.is_some())
+    }
+
+    async fn create_account(&self, id: i64, name: &str, parent: Option<i64>, now: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, name, parent_account_id, uuid, created_at) VALUES (?, ?, ?, lower(hex(randomblob(20))), ?)")
+            .bind(id)
+            .bind(name)
+            .bind(parent)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, || format!("account {id}"), || format!("parent account {parent:?}")))?;
+        Ok(())
+    }
+
+    async fn create_course(&self, id: i64, account_id: i64, name: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO courses (id, account_id, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(account_id)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, || format!("course {id}"), || format!("account {account_id}")))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn tool_proxy(&self, guid: &str) -> Result<Option<ToolProxyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT guid, secret_enc, workflow_state, enabled_capability, tool_service, developer_key_id FROM tool_proxies WHERE guid = ?",
+        )
+        .bind(guid)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let guid: String = row.get(0);
+        let sealed: Vec<u8> = row.get(1);
+        Ok(Some(ToolProxyRecord {
+            shared_secret: self.open_secret(&ctx_aad("tool_proxy", &guid), &sealed)?,
+            guid,
+            workflow_state: row.get(2),
+            enabled_capability: json_list(row.get(3)),
+            tool_service: json_list(row.get(4)),
+            developer_key_id: row.get(5),
+        }))
+    }
+
+    async fn create_tool_proxy(&self, tp: NewToolProxy) -> Result<(), StoreError> {
+        let sealed = self.master.seal(&ctx_aad("tool_proxy", &tp.guid), tp.shared_secret.expose());
+        sqlx::query(
+            "INSERT INTO tool_proxies (guid, secret_enc, workflow_state, enabled_capability, tool_service, developer_key_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&tp.guid)
+        .bind(sealed)
+        .bind(&tp.workflow_state)
+        .bind(serde_json::to_string(&tp.enabled_capability).expect("strings serialise"))
+        .bind(serde_json::to_string(&tp.tool_service).expect("services serialise"))
+        .bind(tp.developer_key_id)
+        .bind(tp.now)
+        .bind(tp.now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("tool proxy {}", tp.guid), || format!("developer key {:?}", tp.developer_key_id)))?;
+        Ok(())
+    }
+
+    async fn list_tool_proxies(&self) -> Result<Vec<ToolProxySummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT guid, workflow_state, enabled_capability, tool_service, developer_key_id, created_at FROM tool_proxies ORDER BY created_at, guid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ToolProxySummary {
+                guid: r.get(0),
+                workflow_state: r.get(1),
+                enabled_capability: json_list(r.get(2)),
+                tool_service: json_list(r.get(3)),
+                developer_key_id: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn set_tool_proxy_state(&self, guid: &str, state: &str, now: i64) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE tool_proxies SET workflow_state = ?, updated_at = ? WHERE guid = ?")
+            .bind(state)
+            .bind(now)
+            .bind(guid)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tool proxy {guid}")));
+        }
+        Ok(())
+    }
+
+    async fn developer_key(&self, id: i64) -> Result<Option<DeveloperKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, secret_enc, workflow_state FROM developer_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.get(1);
+        Ok(Some(DeveloperKeyRecord {
+            id,
+            workflow_state: row.get(2),
+            secret: self.open_secret(&ctx_aad("developer_key", &id.to_string()), &sealed)?,
+        }))
+    }
+
+    async fn create_developer_key(&self, id: Option<i64>, secret: &Secret, name: Option<&str>, now: i64) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM developer_keys").fetch_one(&mut *tx).await?;
+                max.unwrap_or(10_000_000_000_000).max(10_000_000_000_000) + 1
+            }
+        };
+        let sealed = self.master.seal(&ctx_aad("developer_key", &id.to_string()), secret.expose());
+        sqlx::query("INSERT INTO developer_keys (id, secret_enc, name, workflow_state, created_at) VALUES (?, ?, ?, 'active', ?)")
+            .bind(id)
+            .bind(sealed)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, || format!("developer key {id}"), String::new))?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn list_developer_keys(&self) -> Result<Vec<DeveloperKeySummary>, StoreError> {
+        let rows = sqlx::query("SELECT id, workflow_state, name, created_at FROM developer_keys ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeveloperKeySummary {
+                id: r.get(0),
+                workflow_state: r.get(1),
+                name: r.get(2),
+                created_at: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn set_developer_key_state(&self, id: i64, state: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE developer_keys SET workflow_state = ? WHERE id = ?")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("developer key {id}")));
+        }
+        Ok(())
+    }
+
+    async fn create_registration(&self, reg: NewRegistration) -> Result<(), StoreError> {
+        if !self.context_exists(reg.context).await? {
+            return Err(StoreError::NotFound(format!("{} {}", reg.context.kind.as_str(), reg.context.id)));
+        }
+        let sealed = self.master.seal(&ctx_aad("registration", &reg.reg_key), reg.reg_password.expose());
+        sqlx::query(
+            "INSERT INTO registrations (reg_key, reg_password_enc, context_type, context_id, tool_url, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&reg.reg_key)
+        .bind(sealed)
+        .bind(reg.context.kind.as_str())
+        .bind(reg.context.id)
+        .bind(&reg.tool_url)
+        .bind(reg.expires_at)
+        .bind(reg.now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("registration {}", reg.reg_key), String::new))?;
+        Ok(())
+    }
+
+    async fn registration(&self, reg_key: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reg_key, reg_password_enc, context_type, context_id, tool_url, expires_at, consumed_at FROM registrations WHERE reg_key = ?",
+        )
+        .bind(reg_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let key: String = row.get(0);
+        let sealed: Vec<u8> = row.get(1);
+        let kind: String = row.get(2);
+        Ok(Some(RegistrationRecord {
+            reg_password: self.open_secret(&ctx_aad("registration", &key), &sealed)?,
+            reg_key: key,
+            context: ContextRef {
+                kind: ContextKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("context type {kind}")))?,
+                id: row.get(3),
+            },
+            tool_url: row.get(4),
+            expires_at: row.get(5),
+            consumed_at: row.get(6),
+        }))
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        let rows = sqlx::query("SELECT kid, key_enc FROM signing_keys ORDER BY seq DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let kid: String = r.get(0);
+                let sealed: Vec<u8> = r.get(1);
+                let key = self.open_secret(&ctx_aad("signing_key", &kid), &sealed)?;
+                Ok(SigningKey::new(kid, key.expose().to_vec()))
+            })
+            .collect()
+    }
+
+    async fn add_signing_key(&self, key: &SigningKey, now: i64) -> Result<(), StoreError> {
+        let sealed = self.master.seal(&ctx_aad("signing_key", &key.kid), key.bytes());
+        sqlx::query("INSERT INTO signing_keys (kid, key_enc, created_at) VALUES (?, ?, ?)")
+            .bind(&key.kid)
+            .bind(sealed)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, || format!("signing key {}", key.kid), String::new))?;
+        Ok(())
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeySummary>, StoreError> {
+        let rows = sqlx::query("SELECT kid, created_at FROM signing_keys ORDER BY seq DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| SigningKeySummary {
+                kid: r.get(0),
+                created_at: r.get(1),
+                active: i == 0,
+            })
+            .collect())
+    }
+
+    async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys").fetch_one(&mut *tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = ?")
+            .bind(kid)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound(format!("signing key {kid}")));
+        }
+        if count <= 1 {
+            return Err(StoreError::Invalid("the last signing key cannot be removed; rotate first".into()));
+        }
+        sqlx::query("DELETE FROM signing_keys WHERE kid = ?").bind(kid).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NonceStore for SqliteStore {
+    async fn claim_nonce(&self, sub: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.nonce_tx
+            .send(Claim {
+                sub: sub.to_owned(),
+                jti: jti.to_owned(),
+                expires_at,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    async fn purge_nonces(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn change_epoch(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM change_epoch WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+enum WriterConn {
+    Own(SqliteConnection),
+    Pool(SqlitePool),
+}
+
+/// The group-commit loop: waits for one claim, takes every other claim already queued (up to
+/// [`MAX_BATCH`]), writes them in one statement, and answers each.
+async fn nonce_writer(mut conn: WriterConn, mut rx: mpsc::Receiver<Claim>) {
+    let mut batch: Vec<Claim> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let outcome = match &mut conn {
+            WriterConn::Own(c) => insert_batch(c, &batch).await,
+            WriterConn::Pool(p) => match p.acquire().await {
+                Ok(mut c) => insert_batch(&mut c, &batch).await,
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(fresh) => {
+                for (claim, fresh) in batch.drain(..).zip(fresh) {
+                    let _ = claim.reply.send(Ok(fresh));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "nonce batch failed");
+                let msg = e.to_string();
+                for claim in batch.drain(..) {
+                    let _ = claim
+                        .reply
+                        .send(Err(StoreError::Database(sqlx::Error::Protocol(msg.clone()))));
+                }
+                if let WriterConn::Own(c) = &mut conn {
+                    if c.ping().await.is_err() {
+                        tracing::error!("nonce writer connection lost");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Inserts the batch's distinct pairs; returns, per claim, whether it was the first use.
+async fn insert_batch(conn: &mut SqliteConnection, batch: &[Claim]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
+    let mut unique: Vec<&Claim> = Vec::with_capacity(batch.len());
+    for (i, c) in batch.iter().enumerate() {
+        first_of.entry((&c.sub, &c.jti)).or_insert_with(|| {
+            unique.push(c);
+            i
+        });
+    }
+    let mut sql = String::with_capacity(80 + unique.len() * 10);
+    sql.push_str("INSERT INTO nonces (sub, jti, expires_at) VALUES ");
+    for i in 0..unique.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?)");
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING sub, jti");
+    let mut q = sqlx::query(&sql);
+    for c in &unique {
+        q = q.bind(&c.sub).bind(&c.jti).bind(c.expires_at);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let inserted: HashSet<(String, String)> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(i, c)| first_of[&(c.sub.as_str(), c.jti.as_str())] == i && inserted.contains(&(c.sub.clone(), c.jti.clone())))
+        .collect())
+}
