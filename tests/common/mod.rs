@@ -1,0 +1,189 @@
+//! Test harness: a real `lti2` server on port 0, a fresh SQLite database in a temporary
+//! directory, and a [`ManualClock`] the test moves. Nothing here sleeps.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lti2::clock::ManualClock;
+use lti2::config::{Overrides, Settings};
+use lti2::secrets::Secret;
+use lti2::server::Running;
+use lti2::store::{NewToolProxy, Store, ToolService};
+use serde_json::Value;
+
+/// A running server and what the test needs to drive it.
+pub struct TestApp {
+    /// The server.
+    pub running: Running,
+    /// The clock the server reads.
+    pub clock: ManualClock,
+    /// `http://127.0.0.1:PORT`, where requests are sent.
+    pub addr: String,
+    /// The configured public base URL (what `aud` must name).
+    pub public_base: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    /// The data directory (database and master key).
+    pub dir: Arc<tempfile::TempDir>,
+    /// Settings used (to restart on the same database).
+    pub settings: Settings,
+}
+
+/// A response: status, headers and parsed JSON body (Null when not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+    pub fn description(&self) -> &str {
+        self.json["error_description"].as_str().unwrap_or("")
+    }
+}
+
+pub fn settings_for(dir: &std::path::Path, public_base: &str) -> Settings {
+    Settings::resolve(Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        base_url: vec![public_base.into()],
+        database_url: Some(format!("sqlite://{}", dir.join("lti2.db").display())),
+        data_dir: Some(dir.to_path_buf()),
+        cache_refresh_ms: Some(0),
+        ..Default::default()
+    })
+    .expect("test settings")
+}
+
+impl TestApp {
+    /// A server whose public base URL is `public_base`, with the clock at `now`.
+    pub async fn spawn(public_base: &str, now: i64) -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let settings = settings_for(dir.path(), public_base);
+        Self::spawn_with(settings, dir, ManualClock::new(now)).await
+    }
+
+    /// A server with these settings.
+    pub async fn spawn_with(settings: Settings, dir: Arc<tempfile::TempDir>, clock: ManualClock) -> TestApp {
+        let running = lti2::server::start(settings.clone(), Arc::new(clock.clone())).await.expect("server starts");
+        TestApp {
+            addr: format!("http://{}", running.addr),
+            public_base: settings.base_urls[0].clone(),
+            running,
+            clock,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            dir,
+            settings,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database and clock.
+    pub async fn restart(self) -> TestApp {
+        let TestApp { running, clock, dir, settings, .. } = self;
+        running.shutdown().await.expect("clean shutdown");
+        Self::spawn_with(settings, dir, clock).await
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("lti2.db")
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.running.authority.store()
+    }
+
+    /// The public authorize URL of a path (the `aud` to put in assertions).
+    pub fn aud(&self, path: &str) -> String {
+        format!("{}{}", self.public_base, path)
+    }
+
+    pub fn now(&self) -> i64 {
+        lti2::clock::Clock::now(&self.clock)
+    }
+
+    /// Adds an active split-secret tool proxy.
+    pub async fn tool_proxy(&self, guid: &str, secret: &str) {
+        self.tool_proxy_with(guid, secret, "active", &["Security.splitSecret"], vec![], None).await;
+    }
+
+    pub async fn tool_proxy_with(&self, guid: &str, secret: &str, state: &str, caps: &[&str], services: Vec<ToolService>, dev_key: Option<i64>) {
+        self.store()
+            .create_tool_proxy(NewToolProxy {
+                guid: guid.into(),
+                shared_secret: Secret::new(secret.as_bytes().to_vec()),
+                workflow_state: state.into(),
+                enabled_capability: caps.iter().map(|s| s.to_string()).collect(),
+                tool_service: services,
+                developer_key_id: dev_key,
+                now: 0,
+            })
+            .await
+            .expect("tool proxy created");
+    }
+
+    /// Adds an active developer key.
+    pub async fn developer_key(&self, id: i64, secret: &str) {
+        self.store()
+            .create_developer_key(Some(id), &Secret::new(secret.as_bytes().to_vec()), None, 0)
+            .await
+            .expect("developer key created");
+    }
+
+    /// POSTs a urlencoded form to `path` on the server.
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        self.post_raw(path, Some("application/x-www-form-urlencoded"), body.into_bytes()).await
+    }
+
+    /// POSTs a multipart form.
+    pub async fn post_multipart(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in pairs {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let resp = self.http.post(format!("{}{}", self.addr, path)).multipart(form).send().await.expect("request");
+        Self::reply(resp).await
+    }
+
+    /// POSTs raw bytes with an optional Content-Type.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut req = self.http.post(format!("{}{}", self.addr, path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    pub async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, json, text }
+    }
+
+    /// Exchanges a jwt-bearer assertion at `path` (form body).
+    pub async fn exchange(&self, path: &str, assertion: &str) -> Reply {
+        self.post_form(path, &[("grant_type", lti2::authority::JWT_BEARER), ("assertion", assertion)]).await
+    }
+}
+
+/// Decodes a token's claims without checking it.
+pub fn claims_of(token: &str) -> serde_json::Map<String, Value> {
+    lti2::jose::decode_unchecked(token).expect("a JWT").1
+}
+
+/// Signs `claims` (any JSON) with `header` and an HMAC `alg` under `key`.
+pub fn sign_raw(header: &Value, claims: &Value, alg: lti2::jose::Alg, key: &[u8]) -> String {
+    lti2::jose::sign(header, claims, alg, key)
+}
+
+/// Signs `claims` with HS256 and the header {"alg":"HS256","typ":"JWT"}.
+pub fn sign(claims: &Value, key: &[u8]) -> String {
+    sign_raw(&serde_json::json!({"alg":"HS256","typ":"JWT"}), claims, lti2::jose::Alg::HS256, key)
+}
