@@ -73,7 +73,7 @@ impl TestApp {
         let running = lti2::server::start(settings.clone(), Arc::new(clock.clone())).await.expect("server starts");
         TestApp {
             addr: format!("http://{}", running.addr),
-            public_base: settings.base_urls[0].clone(),
+            public_base: running.base_url.clone(),
             running,
             clock,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
