@@ -9,7 +9,7 @@ CONCURRENCY=${2:-32}
 DURABILITY=${3:-normal}
 PORT=${PORT:-3999}
 SECRET=bench-secret-0123456789abcdef0123456789
-cargo build --release --quiet
+cargo build --release --quiet --bin lti2
 BIN=target/release/lti2
 DIR=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DIR"' EXIT

@@ -208,13 +208,22 @@ impl KeyRing {
     /// `exp`/`nbf` against `now`, or against `iat` when `iat` is up to 300 s ahead (Canvas's
     /// skew rule); the claims `iss sub exp aud iat nbf jti` present; `iss` equal to `issuer`;
     /// `aud` containing `host`; `iat` at most 30 s ahead.
-    pub fn verify(&self, token: &str, issuer: &str, host: &str, now: i64) -> Result<AccessTokenClaims, AccessTokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        host: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, AccessTokenError> {
         if token.len() > 8192 {
             return Err(AccessTokenError::Malformed(jose::JoseError::Segments));
         }
         let jws = jose::parse(token, &[Alg::HS256])?;
         let verified = match jws.kid() {
-            Some(kid) => self.keys.iter().any(|k| k.kid == kid && jws.verify(k.bytes())),
+            Some(kid) => self
+                .keys
+                .iter()
+                .any(|k| k.kid == kid && jws.verify(k.bytes())),
             None => self.keys.iter().any(|k| jws.verify(k.bytes())),
         };
         if !verified {
@@ -228,10 +237,17 @@ impl KeyRing {
         if !missing.is_empty() {
             return Err(AccessTokenError::Claims(missing.join(",")));
         }
-        let num = |k: &str| c[k].as_f64().ok_or_else(|| AccessTokenError::Claims(k.to_string()));
+        let num = |k: &str| {
+            c[k].as_f64()
+                .ok_or_else(|| AccessTokenError::Claims(k.to_string()))
+        };
         let (exp, nbf, iat) = (num("exp")?, num("nbf")?, num("iat")?);
         let nowf = now as f64;
-        let t = if iat > nowf && iat < nowf + DECODE_IAT_SKEW as f64 { iat } else { nowf };
+        let t = if iat > nowf && iat < nowf + DECODE_IAT_SKEW as f64 {
+            iat
+        } else {
+            nowf
+        };
         if exp < t {
             return Err(AccessTokenError::Expired);
         }
@@ -258,7 +274,11 @@ mod tests {
     use super::*;
 
     fn ring() -> KeyRing {
-        KeyRing::new(vec![SigningKey::new("k2", b"new-key".to_vec()), SigningKey::new("k1", b"old-key".to_vec())]).unwrap()
+        KeyRing::new(vec![
+            SigningKey::new("k2", b"new-key".to_vec()),
+            SigningKey::new("k1", b"old-key".to_vec()),
+        ])
+        .unwrap()
     }
 
     fn mint(ring: &KeyRing, now: i64) -> String {
@@ -286,12 +306,21 @@ mod tests {
         // serde_json's Map is sorted, so check the raw order instead.
         assert_eq!(keys.len(), 8);
         let raw = String::from_utf8(
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, t.split('.').nth(1).unwrap()).unwrap(),
+            base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                t.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert!(raw.starts_with(r#"{"iss":"Canvas","sub":10000000000003,"exp":4600,"aud":["lms.example.edu"],"iat":1000,"nbf":970,"jti":""#));
         assert!(raw.ends_with(r#","reg_key":"rk"}"#));
-        assert!(uuid::Uuid::parse_str(c["jti"].as_str().unwrap()).unwrap().get_version_num() == 4);
+        assert!(
+            uuid::Uuid::parse_str(c["jti"].as_str().unwrap())
+                .unwrap()
+                .get_version_num()
+                == 4
+        );
     }
 
     #[test]
@@ -300,13 +329,34 @@ mod tests {
         let t = mint(&r, 1000);
         assert!(r.verify(&t, "Canvas", "lms.example.edu", 1000).is_ok());
         assert!(r.verify(&t, "Canvas", "LMS.example.edu", 4600).is_ok());
-        assert_eq!(r.verify(&t, "Canvas", "lms.example.edu", 4601), Err(AccessTokenError::Expired));
-        assert_eq!(r.verify(&t, "Canvas", "other.example", 1000), Err(AccessTokenError::Audience));
-        assert_eq!(r.verify(&t, "Other", "lms.example.edu", 1000), Err(AccessTokenError::Issuer));
-        assert_eq!(r.verify(&t, "Canvas", "lms.example.edu", 960), Err(AccessTokenError::IatInFuture));
-        let retired = KeyRing::new(vec![SigningKey::new("k3", b"newest".to_vec()), SigningKey::new("k2", b"new-key".to_vec())]).unwrap();
-        assert!(retired.verify(&t, "Canvas", "lms.example.edu", 1000).is_ok());
+        assert_eq!(
+            r.verify(&t, "Canvas", "lms.example.edu", 4601),
+            Err(AccessTokenError::Expired)
+        );
+        assert_eq!(
+            r.verify(&t, "Canvas", "other.example", 1000),
+            Err(AccessTokenError::Audience)
+        );
+        assert_eq!(
+            r.verify(&t, "Other", "lms.example.edu", 1000),
+            Err(AccessTokenError::Issuer)
+        );
+        assert_eq!(
+            r.verify(&t, "Canvas", "lms.example.edu", 960),
+            Err(AccessTokenError::IatInFuture)
+        );
+        let retired = KeyRing::new(vec![
+            SigningKey::new("k3", b"newest".to_vec()),
+            SigningKey::new("k2", b"new-key".to_vec()),
+        ])
+        .unwrap();
+        assert!(retired
+            .verify(&t, "Canvas", "lms.example.edu", 1000)
+            .is_ok());
         let removed = KeyRing::new(vec![SigningKey::new("k3", b"newest".to_vec())]).unwrap();
-        assert_eq!(removed.verify(&t, "Canvas", "lms.example.edu", 1000), Err(AccessTokenError::Signature));
+        assert_eq!(
+            removed.verify(&t, "Canvas", "lms.example.edu", 1000),
+            Err(AccessTokenError::Signature)
+        );
     }
 }

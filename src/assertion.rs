@@ -143,7 +143,9 @@ impl Subject {
     pub fn developer_key_id(&self) -> Option<i64> {
         match self {
             Subject::Int(n) => i64::try_from(*n).ok(),
-            Subject::Str(s) if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Subject::Str(s)
+                if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 s.parse().ok()
             }
             Subject::Str(_) => None,
@@ -173,7 +175,10 @@ pub struct VerifiedAssertion {
 }
 
 /// Bounds the size, parses the compact JWS and reads the unverified `sub`.
-pub fn parse<'a>(raw: &'a str, policy: &AssertionPolicy) -> Result<ParsedAssertion<'a>, AssertionError> {
+pub fn parse<'a>(
+    raw: &'a str,
+    policy: &AssertionPolicy,
+) -> Result<ParsedAssertion<'a>, AssertionError> {
     if raw.len() > policy.max_bytes {
         return Err(AssertionError::TooLarge(policy.max_bytes));
     }
@@ -239,8 +244,12 @@ pub fn check_claims(
     if !aud_contains(&claims["aud"], expected_aud) {
         return Err(AssertionError::InvalidAud);
     }
-    let exp = claims["exp"].as_f64().ok_or(AssertionError::NotNumber("exp"))?;
-    let iat = claims["iat"].as_f64().ok_or(AssertionError::NotNumber("iat"))?;
+    let exp = claims["exp"]
+        .as_f64()
+        .ok_or(AssertionError::NotNumber("exp"))?;
+    let iat = claims["iat"]
+        .as_f64()
+        .ok_or(AssertionError::NotNumber("iat"))?;
     let nowf = now as f64;
     if exp <= nowf {
         return Err(AssertionError::Expired);
@@ -292,7 +301,9 @@ pub fn normalize_url(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
     if scheme.is_empty()
         || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
     {
         return None;
     }
@@ -333,7 +344,12 @@ mod tests {
     }
 
     fn check(v: Value) -> Result<VerifiedAssertion, AssertionError> {
-        check_claims(&claims(v), &[T.to_string()], &AssertionPolicy::default(), NOW)
+        check_claims(
+            &claims(v),
+            &[T.to_string()],
+            &AssertionPolicy::default(),
+            NOW,
+        )
     }
 
     fn with(k: &str, val: Value) -> Value {
@@ -354,24 +370,42 @@ mod tests {
         assert_eq!(check(with("exp", json!(NOW))), Err(AssertionError::Expired));
         assert!(check(with("exp", json!(NOW + 1))).is_ok());
         assert!(check(with("exp", json!(NOW as f64 + 50.5))).is_ok());
-        assert_eq!(check(with("exp", json!(NOW as f64 - 0.1))), Err(AssertionError::Expired));
+        assert_eq!(
+            check(with("exp", json!(NOW as f64 - 0.1))),
+            Err(AssertionError::Expired)
+        );
         assert!(check(with("exp", json!(NOW + 300))).is_ok());
-        assert_eq!(check(with("exp", json!(NOW + 301))), Err(AssertionError::LifetimeTooLong(300)));
+        assert_eq!(
+            check(with("exp", json!(NOW + 301))),
+            Err(AssertionError::LifetimeTooLong(300))
+        );
     }
 
     #[test]
     fn iat_boundaries() {
         assert!(check(with("iat", json!(NOW + 30))).is_ok());
-        assert_eq!(check(with("iat", json!(NOW + 31))), Err(AssertionError::IatInFuture));
+        assert_eq!(
+            check(with("iat", json!(NOW + 31))),
+            Err(AssertionError::IatInFuture)
+        );
         assert!(check(with("iat", json!(NOW - 300))).is_ok());
-        assert_eq!(check(with("iat", json!(NOW - 301))), Err(AssertionError::IatTooOld(300)));
+        assert_eq!(
+            check(with("iat", json!(NOW - 301))),
+            Err(AssertionError::IatTooOld(300))
+        );
     }
 
     #[test]
     fn mistyped_times_name_the_claim() {
         for bad in [json!("1767225650"), Value::Null, json!(true), json!({})] {
-            assert_eq!(check(with("exp", bad.clone())), Err(AssertionError::NotNumber("exp")));
-            assert_eq!(check(with("iat", bad)), Err(AssertionError::NotNumber("iat")));
+            assert_eq!(
+                check(with("exp", bad.clone())),
+                Err(AssertionError::NotNumber("exp"))
+            );
+            assert_eq!(
+                check(with("iat", bad)),
+                Err(AssertionError::NotNumber("iat"))
+            );
         }
     }
 
@@ -387,25 +421,47 @@ mod tests {
 
     #[test]
     fn aud_shapes() {
-        let aud_contains = |v: &Value, t: &str| super::aud_contains(v, &[normalize_url(t).unwrap()]);
+        let aud_contains =
+            |v: &Value, t: &str| super::aud_contains(v, &[normalize_url(t).unwrap()]);
         assert!(aud_contains(&json!(T), T));
         assert!(aud_contains(&json!([T, "https://other.example"]), T));
-        assert!(aud_contains(&json!("https://LMS.example.edu:443/api/lti/accounts/1/authorize"), T));
+        assert!(aud_contains(
+            &json!("https://LMS.example.edu:443/api/lti/accounts/1/authorize"),
+            T
+        ));
         assert!(!aud_contains(&json!(format!("{T}/")), T));
-        assert!(!aud_contains(&json!("http://lms.example.edu/api/lti/accounts/1/authorize"), T));
-        assert!(!aud_contains(&json!("https://lms.example.edu/api/lti/accounts/1/Authorize"), T));
+        assert!(!aud_contains(
+            &json!("http://lms.example.edu/api/lti/accounts/1/authorize"),
+            T
+        ));
+        assert!(!aud_contains(
+            &json!("https://lms.example.edu/api/lti/accounts/1/Authorize"),
+            T
+        ));
         assert!(!aud_contains(&json!([]), T));
         assert!(!aud_contains(&json!([42]), T));
         assert!(!aud_contains(&json!([42, T]), T));
         assert!(!aud_contains(&json!("https://lms.example.edu"), T));
-        assert!(!aud_contains(&json!("https://u@lms.example.edu/api/lti/accounts/1/authorize"), T));
+        assert!(!aud_contains(
+            &json!("https://u@lms.example.edu/api/lti/accounts/1/authorize"),
+            T
+        ));
     }
 
     #[test]
     fn developer_key_subjects_are_exact() {
-        assert_eq!(Subject::Int(10000000000003).developer_key_id(), Some(10000000000003));
-        assert_eq!(Subject::Str("10000000000003".into()).developer_key_id(), Some(10000000000003));
-        assert_eq!(Subject::Str("9359e0cd-6a69".into()).developer_key_id(), None);
+        assert_eq!(
+            Subject::Int(10000000000003).developer_key_id(),
+            Some(10000000000003)
+        );
+        assert_eq!(
+            Subject::Str("10000000000003".into()).developer_key_id(),
+            Some(10000000000003)
+        );
+        assert_eq!(
+            Subject::Str("9359e0cd-6a69".into()).developer_key_id(),
+            None
+        );
         assert_eq!(Subject::Str("".into()).developer_key_id(), None);
         assert_eq!(Subject::Str("+12".into()).developer_key_id(), None);
     }
@@ -415,6 +471,9 @@ mod tests {
         assert_eq!(check(with("jti", json!(7))).unwrap().jti, "7");
         assert_eq!(check(with("jti", json!(""))), Err(AssertionError::BadJti));
         assert_eq!(check(with("jti", json!({}))), Err(AssertionError::BadJti));
-        assert_eq!(check(with("jti", json!("x".repeat(256)))), Err(AssertionError::BadJti));
+        assert_eq!(
+            check(with("jti", json!("x".repeat(256)))),
+            Err(AssertionError::BadJti)
+        );
     }
 }

@@ -41,12 +41,22 @@ pub struct OAuthError {
 impl OAuthError {
     /// 400 `invalid_request`.
     pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self { status: 400, error: "invalid_request", description: description.into(), reason: "invalid_request" }
+        Self {
+            status: 400,
+            error: "invalid_request",
+            description: description.into(),
+            reason: "invalid_request",
+        }
     }
 
     /// 400 `invalid_grant` from an assertion fault.
     pub fn grant(e: &AssertionError) -> Self {
-        Self { status: 400, error: "invalid_grant", description: e.to_string(), reason: e.reason() }
+        Self {
+            status: 400,
+            error: "invalid_grant",
+            description: e.to_string(),
+            reason: e.reason(),
+        }
     }
 
     /// 503 `temporarily_unavailable`: the store could not be reached; nothing was issued.
@@ -95,29 +105,53 @@ impl TokenRequest {
     pub fn from_params(params: &[(String, String)]) -> Result<Self, OAuthError> {
         for (i, (k, _)) in params.iter().enumerate() {
             if params[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(OAuthError::invalid_request(format!("the '{}' parameter is given more than once", printable(k))));
+                return Err(OAuthError::invalid_request(format!(
+                    "the '{}' parameter is given more than once",
+                    printable(k)
+                )));
             }
         }
-        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let grant_type = match get("grant_type") {
-            None | Some("") => return Err(OAuthError::invalid_request("the 'grant_type' parameter is missing")),
+            None | Some("") => {
+                return Err(OAuthError::invalid_request(
+                    "the 'grant_type' parameter is missing",
+                ))
+            }
             Some(JWT_BEARER) => GrantType::JwtBearer,
             Some(AUTHORIZATION_CODE) => GrantType::AuthorizationCode,
             Some(_) => {
                 return Err(OAuthError {
                     status: 400,
                     error: "unsupported_grant_type",
-                    description: format!("the grant_type must be '{JWT_BEARER}' or '{AUTHORIZATION_CODE}'"),
+                    description: format!(
+                        "the grant_type must be '{JWT_BEARER}' or '{AUTHORIZATION_CODE}'"
+                    ),
                     reason: "unsupported_grant_type",
                 })
             }
         };
         let assertion = match get("assertion") {
             Some(a) if !a.trim().is_empty() => a.to_owned(),
-            _ => return Err(OAuthError::invalid_request("the 'assertion' parameter is missing")),
+            _ => {
+                return Err(OAuthError::invalid_request(
+                    "the 'assertion' parameter is missing",
+                ))
+            }
         };
-        let code = get("code").filter(|c| !c.trim().is_empty()).map(str::to_owned);
-        Ok(Self { grant_type, assertion, code })
+        let code = get("code")
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_owned);
+        Ok(Self {
+            grant_type,
+            assertion,
+            code,
+        })
     }
 }
 
@@ -211,7 +245,11 @@ pub fn new_signing_key() -> SigningKey {
 
 impl Authority {
     /// Builds the authority, loading the key ring (the store must hold a signing key).
-    pub async fn new(store: Arc<dyn Store>, clock: SharedClock, config: AuthorityConfig) -> Result<Self, StoreError> {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        config: AuthorityConfig,
+    ) -> Result<Self, StoreError> {
         let ring = load_ring(store.as_ref()).await?;
         let epoch = store.change_epoch().await?;
         Ok(Self {
@@ -220,7 +258,10 @@ impl Authority {
             config,
             caches: RwLock::new(Caches::default()),
             keys: RwLock::new(Arc::new(ring)),
-            refresh: tokio::sync::Mutex::new(Refresh { checked: Some(Instant::now()), epoch }),
+            refresh: tokio::sync::Mutex::new(Refresh {
+                checked: Some(Instant::now()),
+                epoch,
+            }),
         })
     }
 
@@ -294,7 +335,13 @@ impl Authority {
 
     /// A tool proxy by guid, in any state (cached).
     pub async fn tool_proxy(&self, guid: &str) -> Result<Option<Arc<ToolProxyRecord>>, StoreError> {
-        if let Some(hit) = self.caches.read().expect("cache lock").tool_proxies.get(guid) {
+        if let Some(hit) = self
+            .caches
+            .read()
+            .expect("cache lock")
+            .tool_proxies
+            .get(guid)
+        {
             return Ok(hit.clone());
         }
         let found = self.store.tool_proxy(guid).await?.map(Arc::new);
@@ -307,8 +354,17 @@ impl Authority {
     }
 
     /// A developer key by global id, in any state (cached).
-    pub async fn developer_key(&self, id: i64) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
-        if let Some(hit) = self.caches.read().expect("cache lock").developer_keys.get(&id) {
+    pub async fn developer_key(
+        &self,
+        id: i64,
+    ) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
+        if let Some(hit) = self
+            .caches
+            .read()
+            .expect("cache lock")
+            .developer_keys
+            .get(&id)
+        {
             return Ok(hit.clone());
         }
         let found = self.store.developer_key(id).await?.map(Arc::new);
@@ -332,12 +388,20 @@ impl Authority {
     /// Picks the secret from the unverified `sub` (Canvas order): an active split-secret tool
     /// proxy (whose developer key, if any, is active); else an active developer key; else a
     /// live, unused registration of this same context.
-    async fn resolve(&self, sub: &Subject, ctx: ContextRef, now: i64) -> Result<Option<Credential>, StoreError> {
+    async fn resolve(
+        &self,
+        sub: &Subject,
+        ctx: ContextRef,
+        now: i64,
+    ) -> Result<Option<Credential>, StoreError> {
         let text = sub.as_text();
         if let Some(tp) = self.tool_proxy(&text).await? {
             if tp.workflow_state == "active" && tp.uses_split_secret() {
                 if let Some(dk_id) = tp.developer_key_id {
-                    let usable = self.developer_key(dk_id).await?.is_some_and(|k| k.workflow_state == "active");
+                    let usable = self
+                        .developer_key(dk_id)
+                        .await?
+                        .is_some_and(|k| k.workflow_state == "active");
                     if !usable {
                         return Ok(None);
                     }
@@ -379,7 +443,11 @@ impl Authority {
     /// fault (generic before the signature is verified, precise after); 400 `invalid_request`
     /// for a developer-key assertion without `code`; 503 `temporarily_unavailable` when the
     /// store fails (the replay check is never skipped).
-    pub async fn authorize(&self, ctx: ContextRef, req: &TokenRequest) -> Result<(TokenResponse, CredentialKind), OAuthError> {
+    pub async fn authorize(
+        &self,
+        ctx: ContextRef,
+        req: &TokenRequest,
+    ) -> Result<(TokenResponse, CredentialKind), OAuthError> {
         if !self.context_exists(ctx).await? {
             return Err(OAuthError {
                 status: 404,
@@ -401,11 +469,17 @@ impl Authority {
         if cred.kind == CredentialKind::DeveloperKey && req.code.is_none() {
             return Err(OAuthError {
                 reason: "code_missing",
-                ..OAuthError::invalid_request("a developer key assertion needs the 'code' parameter (the reg_key)")
+                ..OAuthError::invalid_request(
+                    "a developer key assertion needs the 'code' parameter (the reg_key)",
+                )
             });
         }
         let sub_text = cred.sub.as_text();
-        if !self.store.claim_nonce(&sub_text, &verified.jti, verified.nonce_expires_at).await? {
+        if !self
+            .store
+            .claim_nonce(&sub_text, &verified.jti, verified.nonce_expires_at)
+            .await?
+        {
             return Err(OAuthError::grant(&AssertionError::Replayed));
         }
         let ring = self.key_ring().await?;
@@ -430,7 +504,9 @@ impl Authority {
 }
 
 async fn load_ring(store: &dyn Store) -> Result<KeyRing, StoreError> {
-    KeyRing::new(store.signing_keys().await?).ok_or_else(|| StoreError::Invalid("no signing key: run `lti2 admin signing-key rotate`".into()))
+    KeyRing::new(store.signing_keys().await?).ok_or_else(|| {
+        StoreError::Invalid("no signing key: run `lti2 admin signing-key rotate`".into())
+    })
 }
 
 #[cfg(test)]
@@ -438,25 +514,47 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn token_request_parameters() {
-        let ok = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "a.b.c")])).unwrap();
+        let ok =
+            TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "a.b.c")]))
+                .unwrap();
         assert_eq!(ok.grant_type, GrantType::JwtBearer);
         assert!(ok.code.is_none());
         let e = TokenRequest::from_params(&p(&[("assertion", "a.b.c")])).unwrap_err();
         assert_eq!(e.error, "invalid_request");
-        for g in ["urn:ietf:params:oauth:grant-type:jwt_bearer", "AUTHORIZATION_CODE", "authorization_code ", "client_credentials"] {
-            let e = TokenRequest::from_params(&p(&[("grant_type", g), ("assertion", "a.b.c")])).unwrap_err();
+        for g in [
+            "urn:ietf:params:oauth:grant-type:jwt_bearer",
+            "AUTHORIZATION_CODE",
+            "authorization_code ",
+            "client_credentials",
+        ] {
+            let e = TokenRequest::from_params(&p(&[("grant_type", g), ("assertion", "a.b.c")]))
+                .unwrap_err();
             assert_eq!(e.error, "unsupported_grant_type", "{g}");
         }
-        let e = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "a"), ("assertion", "a")])).unwrap_err();
+        let e = TokenRequest::from_params(&p(&[
+            ("grant_type", JWT_BEARER),
+            ("assertion", "a"),
+            ("assertion", "a"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.error, "invalid_request");
-        let e = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "  ")])).unwrap_err();
+        let e = TokenRequest::from_params(&p(&[("grant_type", JWT_BEARER), ("assertion", "  ")]))
+            .unwrap_err();
         assert_eq!(e.error, "invalid_request");
-        let blank_code = TokenRequest::from_params(&p(&[("grant_type", AUTHORIZATION_CODE), ("assertion", "x"), ("code", " ")])).unwrap();
+        let blank_code = TokenRequest::from_params(&p(&[
+            ("grant_type", AUTHORIZATION_CODE),
+            ("assertion", "x"),
+            ("code", " "),
+        ]))
+        .unwrap();
         assert!(blank_code.code.is_none());
     }
 }

@@ -68,7 +68,10 @@ pub struct BenchReport {
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let url: url::Url = args.url.parse().context("--url is not a URL")?;
-    anyhow::ensure!(url.scheme() == "http", "only http:// URLs can be benchmarked");
+    anyhow::ensure!(
+        url.scheme() == "http",
+        "only http:// URLs can be benchmarked"
+    );
     let host = url.host_str().context("--url has no host")?.to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
     let authority = match url.port() {
@@ -82,7 +85,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         (0..args.requests)
             .map(|_| {
                 let a = builder.sign(args.secret.as_bytes(), now);
-                Bytes::from(format!("grant_type={}&assertion={a}", urlencode(JWT_BEARER)))
+                Bytes::from(format!(
+                    "grant_type={}&assertion={a}",
+                    urlencode(JWT_BEARER)
+                ))
             })
             .collect(),
     );
@@ -97,7 +103,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             stream.set_nodelay(true)?;
             let io = hyper_util::rt::TokioIo::new(stream);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await?;
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut bad = 0usize;

@@ -117,7 +117,9 @@ impl ServeArgs {
             log_format: self.log_format.clone(),
             sqlite_durability: self.sqlite_durability,
             cache_refresh_ms: self.cache_refresh_ms,
-            master_key: std::env::var("LTI2_MASTER_KEY").ok().filter(|s| !s.is_empty()),
+            master_key: std::env::var("LTI2_MASTER_KEY")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -307,7 +309,10 @@ fn parse_service(s: &str) -> Result<ToolService, String> {
     if name.trim().is_empty() || action.is_empty() {
         return Err("expected NAME=METHOD,METHOD".into());
     }
-    Ok(ToolService { service: name.trim().to_owned(), action })
+    Ok(ToolService {
+        service: name.trim().to_owned(),
+        action,
+    })
 }
 
 /// `admin registration …`.
@@ -424,7 +429,9 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         config: args.store.config.clone(),
         database_url: args.store.database_url.clone(),
         data_dir: args.store.data_dir.clone(),
-        master_key: std::env::var("LTI2_MASTER_KEY").ok().filter(|s| !s.is_empty()),
+        master_key: std::env::var("LTI2_MASTER_KEY")
+            .ok()
+            .filter(|s| !s.is_empty()),
         ..Default::default()
     })?;
     let store = crate::server::open_store(&settings).await?;
@@ -435,16 +442,25 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
 
 async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow::Result<()> {
     match cmd {
-        AdminCommand::Account { command: AccountCommand::Create { id, name, parent } } => {
+        AdminCommand::Account {
+            command: AccountCommand::Create { id, name, parent },
+        } => {
             store.create_account(id, &name, parent, now).await?;
             print_json(&json!({"account": {"id": id, "name": name, "parent_account_id": parent}}));
         }
-        AdminCommand::Course { command: CourseCommand::Create { id, account, name } } => {
+        AdminCommand::Course {
+            command: CourseCommand::Create { id, account, name },
+        } => {
             store.create_course(id, account, &name, now).await?;
             print_json(&json!({"course": {"id": id, "account_id": account, "name": name}}));
         }
         AdminCommand::DeveloperKey { command } => match command {
-            DeveloperKeyCommand::Create { id, secret, name, allow_short_secret } => {
+            DeveloperKeyCommand::Create {
+                id,
+                secret,
+                name,
+                allow_short_secret,
+            } => {
                 let secret = match secret {
                     Some(s) => {
                         check_secret_len(&s, allow_short_secret, "developer key secret")?;
@@ -453,9 +469,16 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                     None => hex::encode(random_bytes(32)),
                 };
                 let id = store
-                    .create_developer_key(id, &Secret::new(secret.clone().into_bytes()), name.as_deref(), now)
+                    .create_developer_key(
+                        id,
+                        &Secret::new(secret.clone().into_bytes()),
+                        name.as_deref(),
+                        now,
+                    )
                     .await?;
-                print_json(&json!({"id": id, "secret": secret, "name": name, "workflow_state": "active"}));
+                print_json(
+                    &json!({"id": id, "secret": secret, "name": name, "workflow_state": "active"}),
+                );
             }
             DeveloperKeyCommand::List => print_json(&json!(store.list_developer_keys().await?)),
             DeveloperKeyCommand::Deactivate { id } => {
@@ -468,12 +491,24 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
             }
         },
         AdminCommand::ToolProxy { command } => match command {
-            ToolProxyCommand::Create { guid, secret, capabilities, services, state, developer_key, allow_short_secret } => {
+            ToolProxyCommand::Create {
+                guid,
+                secret,
+                capabilities,
+                services,
+                state,
+                developer_key,
+                allow_short_secret,
+            } => {
                 check_secret_len(&secret, allow_short_secret, "tool proxy shared secret")?;
                 if guid.trim().is_empty() {
                     bail!("the guid must not be empty");
                 }
-                let enabled_capability = if capabilities.is_empty() { vec!["Security.splitSecret".to_string()] } else { capabilities };
+                let enabled_capability = if capabilities.is_empty() {
+                    vec!["Security.splitSecret".to_string()]
+                } else {
+                    capabilities
+                };
                 store
                     .create_tool_proxy(NewToolProxy {
                         guid: guid.clone(),
@@ -485,19 +520,38 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                         now,
                     })
                     .await?;
-                print_json(&json!({"guid": guid, "workflow_state": state.as_str(), "enabled_capability": enabled_capability, "tool_service": services, "developer_key_id": developer_key}));
+                print_json(
+                    &json!({"guid": guid, "workflow_state": state.as_str(), "enabled_capability": enabled_capability, "tool_service": services, "developer_key_id": developer_key}),
+                );
             }
             ToolProxyCommand::List => print_json(&json!(store.list_tool_proxies().await?)),
             ToolProxyCommand::SetState { guid, state } => {
-                store.set_tool_proxy_state(&guid, state.as_str(), now).await?;
+                store
+                    .set_tool_proxy_state(&guid, state.as_str(), now)
+                    .await?;
                 print_json(&json!({"guid": guid, "workflow_state": state.as_str()}));
             }
         },
-        AdminCommand::Registration { command: RegistrationCommand::Create { account, course, reg_key, reg_password, allow_short_secret } } => {
+        AdminCommand::Registration {
+            command:
+                RegistrationCommand::Create {
+                    account,
+                    course,
+                    reg_key,
+                    reg_password,
+                    allow_short_secret,
+                },
+        } => {
             check_secret_len(&reg_password, allow_short_secret, "reg_password")?;
             let context = match (account, course) {
-                (Some(id), None) => ContextRef { kind: ContextKind::Account, id },
-                (None, Some(id)) => ContextRef { kind: ContextKind::Course, id },
+                (Some(id), None) => ContextRef {
+                    kind: ContextKind::Account,
+                    id,
+                },
+                (None, Some(id)) => ContextRef {
+                    kind: ContextKind::Course,
+                    id,
+                },
                 _ => bail!("give exactly one of --account or --course"),
             };
             let expires_at = now + 3600;
@@ -542,9 +596,22 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<i32> {
         builder = builder.string_sub();
     }
     let assertion = builder.sign(args.secret.as_bytes(), system_now());
-    let encoding = if args.multipart { BodyEncoding::Multipart } else { BodyEncoding::Form };
+    let encoding = if args.multipart {
+        BodyEncoding::Multipart
+    } else {
+        BodyEncoding::Form
+    };
     let http = reqwest::Client::new();
-    match request_token(&http, &args.url, grant, &assertion, args.code.as_deref(), encoding).await {
+    match request_token(
+        &http,
+        &args.url,
+        grant,
+        &assertion,
+        args.code.as_deref(),
+        encoding,
+    )
+    .await
+    {
         Ok(resp) => {
             print_json(&json!(resp));
             Ok(0)
@@ -567,9 +634,12 @@ pub fn jwt(cmd: JwtCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JwtCommand::Verify { token, secret } => {
-            let jws = jose::parse(token.trim(), &[Alg::HS256, Alg::HS384, Alg::HS512]).context("not an HMAC-signed JWT")?;
+            let jws = jose::parse(token.trim(), &[Alg::HS256, Alg::HS384, Alg::HS512])
+                .context("not an HMAC-signed JWT")?;
             let ok = jws.verify(secret.as_bytes());
-            print_json(&json!({"valid": ok, "alg": jws.alg.as_str(), "header": jws.header, "claims": jws.claims}));
+            print_json(
+                &json!({"valid": ok, "alg": jws.alg.as_str(), "header": jws.header, "claims": jws.claims}),
+            );
             Ok(if ok { 0 } else { 1 })
         }
     }

@@ -100,7 +100,10 @@ impl AssertionBuilder {
         c.insert("iat".into(), json!(iat));
         c.insert(
             "jti".into(),
-            json!(self.jti.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
+            json!(self
+                .jti
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
         );
         for (k, v) in &self.extra {
             c.insert(k.clone(), v.clone());
@@ -116,7 +119,11 @@ impl AssertionBuilder {
         let ordered: Vec<(&String, &Value)> = ["sub", "aud", "exp", "iat", "jti"]
             .iter()
             .filter_map(|k| claims.get_key_value(*k))
-            .chain(claims.iter().filter(|(k, _)| !["sub", "aud", "exp", "iat", "jti"].contains(&k.as_str())))
+            .chain(
+                claims
+                    .iter()
+                    .filter(|(k, _)| !["sub", "aud", "exp", "iat", "jti"].contains(&k.as_str())),
+            )
             .collect();
         jose::sign(&header, &OrderedClaims(ordered), self.alg, secret)
     }
@@ -162,7 +169,12 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// A split-secret tool proxy (jwt-bearer grant).
     pub fn tool_proxy(guid: &str, shared_secret: Vec<u8>) -> Self {
-        Self { sub: guid.into(), secret: shared_secret, code: None, grant_type: JWT_BEARER }
+        Self {
+            sub: guid.into(),
+            secret: shared_secret,
+            code: None,
+            grant_type: JWT_BEARER,
+        }
     }
 
     /// A developer key with the registration's reg_key (authorization_code grant).
@@ -210,7 +222,10 @@ pub async fn request_token(
     code: Option<&str>,
     encoding: BodyEncoding,
 ) -> Result<TokenResponse, ClientError> {
-    let mut fields = vec![("grant_type", grant_type.to_owned()), ("assertion", assertion.to_owned())];
+    let mut fields = vec![
+        ("grant_type", grant_type.to_owned()),
+        ("assertion", assertion.to_owned()),
+    ];
     if let Some(c) = code {
         fields.push(("code", c.to_owned()));
     }
@@ -273,10 +288,14 @@ impl TokenClient {
     pub async fn access_token(&self) -> Result<String, ClientError> {
         let mut cached = self.cached.lock().await;
         let now = self.clock.now();
-        if let Some(c) = cached.as_ref().filter(|c| now < c.expires_at - self.refresh_margin) {
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| now < c.expires_at - self.refresh_margin)
+        {
             return Ok(c.token.clone());
         }
-        let assertion = AssertionBuilder::new(&self.creds.sub, &self.url).sign(&self.creds.secret, now);
+        let assertion =
+            AssertionBuilder::new(&self.creds.sub, &self.url).sign(&self.creds.secret, now);
         let resp = request_token(
             &self.http,
             &self.url,
@@ -287,7 +306,10 @@ impl TokenClient {
         )
         .await?;
         let lifetime = resp.expires_in.parse::<i64>().unwrap_or(3600);
-        *cached = Some(Cached { token: resp.access_token.clone(), expires_at: now + lifetime });
+        *cached = Some(Cached {
+            token: resp.access_token.clone(),
+            expires_at: now + lifetime,
+        });
         Ok(resp.access_token)
     }
 }
@@ -305,21 +327,39 @@ mod tests {
     fn digits_become_integers_unless_asked() {
         let b = AssertionBuilder::new("10000000000003", "https://x/api/lti/accounts/1/authorize");
         assert_eq!(b.claims(100)["sub"], json!(10000000000003u64));
-        assert_eq!(b.clone().string_sub().claims(100)["sub"], json!("10000000000003"));
-        assert_eq!(AssertionBuilder::new("0123", "a").claims(1)["sub"], json!("0123"));
+        assert_eq!(
+            b.clone().string_sub().claims(100)["sub"],
+            json!("10000000000003")
+        );
+        assert_eq!(
+            AssertionBuilder::new("0123", "a").claims(1)["sub"],
+            json!("0123")
+        );
         let c = b.lifetime(30).claims(100);
-        assert_eq!((c["iat"].as_i64(), c["exp"].as_i64()), (Some(100), Some(130)));
+        assert_eq!(
+            (c["iat"].as_i64(), c["exp"].as_i64()),
+            (Some(100), Some(130))
+        );
     }
 
     #[test]
     fn signed_assertion_keeps_template_order_and_verifies() {
-        let t = AssertionBuilder::new("tp", "https://x/api/lti/accounts/1/authorize").jti("j").sign(b"k", 5);
+        let t = AssertionBuilder::new("tp", "https://x/api/lti/accounts/1/authorize")
+            .jti("j")
+            .sign(b"k", 5);
         let jws = jose::parse(&t, &[Alg::HS256]).unwrap();
         assert!(jws.verify(b"k"));
         let raw = String::from_utf8(
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, t.split('.').nth(1).unwrap()).unwrap(),
+            base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                t.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
         )
         .unwrap();
-        assert_eq!(raw, r#"{"sub":"tp","aud":"https://x/api/lti/accounts/1/authorize","exp":65,"iat":5,"jti":"j"}"#);
+        assert_eq!(
+            raw,
+            r#"{"sub":"tp","aud":"https://x/api/lti/accounts/1/authorize","exp":65,"iat":5,"jti":"j"}"#
+        );
     }
 }

@@ -158,10 +158,15 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let listen_s = o.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3000".into());
-        let listen: SocketAddr = listen_s
-            .parse()
-            .map_err(|_| ConfigError(format!("listen: '{listen_s}' is not an address like 127.0.0.1:3000")))?;
+        let listen_s = o
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:3000".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            ConfigError(format!(
+                "listen: '{listen_s}' is not an address like 127.0.0.1:3000"
+            ))
+        })?;
         let base_raw = if o.base_url.is_empty() {
             file.base_url.map(OneOrMany::into_vec).unwrap_or_default()
         } else {
@@ -177,7 +182,10 @@ impl Settings {
         let mut policy = AssertionPolicy::default();
         if let Some(m) = o.max_assertion_lifetime.or(file.max_assertion_lifetime) {
             if m < 0 {
-                return Err(ConfigError("max_assertion_lifetime must be 0 (no bound) or a positive number of seconds".into()));
+                return Err(ConfigError(
+                    "max_assertion_lifetime must be 0 (no bound) or a positive number of seconds"
+                        .into(),
+                ));
             }
             policy.max_lifetime = m;
         }
@@ -191,7 +199,13 @@ impl Settings {
                 .iter()
                 .flat_map(|s| s.split(','))
                 .map(str::trim)
-                .map(|a| Alg::parse(a).ok_or_else(|| ConfigError(format!("allowed_algorithms: '{a}' is not one of HS256, HS384, HS512"))))
+                .map(|a| {
+                    Alg::parse(a).ok_or_else(|| {
+                        ConfigError(format!(
+                            "allowed_algorithms: '{a}' is not one of HS256, HS384, HS512"
+                        ))
+                    })
+                })
                 .collect::<Result<_, _>>()?;
         }
         let lifetime = file.access_token_lifetime.unwrap_or(3600);
@@ -201,7 +215,11 @@ impl Settings {
         let log_format = match o.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(ConfigError(format!("log_format: '{other}' is not text or json"))),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "log_format: '{other}' is not text or json"
+                )))
+            }
         };
         let issuer = o.issuer.or(file.issuer).unwrap_or_else(|| "Canvas".into());
         if issuer.is_empty() {
@@ -210,15 +228,26 @@ impl Settings {
         Ok(Settings {
             listen,
             base_urls,
-            database_url: o.database_url.or(file.database_url).unwrap_or_else(|| "sqlite://lti2.db".into()),
-            data_dir: o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("lti2-data")),
+            database_url: o
+                .database_url
+                .or(file.database_url)
+                .unwrap_or_else(|| "sqlite://lti2.db".into()),
+            data_dir: o
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("lti2-data")),
             issuer,
             access_token_lifetime: lifetime,
             policy,
             token_audience: file.token_audience.unwrap_or_default(),
             log_format,
-            sqlite_durability: o.sqlite_durability.or(file.sqlite_durability).unwrap_or_default(),
-            cache_refresh: Duration::from_millis(o.cache_refresh_ms.or(file.cache_refresh_ms).unwrap_or(200)),
+            sqlite_durability: o
+                .sqlite_durability
+                .or(file.sqlite_durability)
+                .unwrap_or_default(),
+            cache_refresh: Duration::from_millis(
+                o.cache_refresh_ms.or(file.cache_refresh_ms).unwrap_or(200),
+            ),
             master_key: o.master_key,
         })
     }
@@ -227,7 +256,12 @@ impl Settings {
     /// `token_audience` hosts, without repeats.
     pub fn token_aud_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = Vec::new();
-        for h in self.base_urls.iter().filter_map(|u| host_of(u)).chain(self.token_audience.iter().map(|h| h.to_ascii_lowercase())) {
+        for h in self
+            .base_urls
+            .iter()
+            .filter_map(|u| host_of(u))
+            .chain(self.token_audience.iter().map(|h| h.to_ascii_lowercase()))
+        {
             if !hosts.contains(&h) {
                 hosts.push(h);
             }
@@ -237,18 +271,26 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
 /// Checks a public base URL (`http(s)://host[:port]`, no path, query or userinfo) and returns
 /// it normalised (see [`normalize_url`]).
 pub fn parse_base_url(s: &str) -> Result<String, ConfigError> {
-    let bad = || ConfigError(format!("base_url: '{s}' must look like https://host[:port] (no path)"));
+    let bad = || {
+        ConfigError(format!(
+            "base_url: '{s}' must look like https://host[:port] (no path)"
+        ))
+    };
     let trimmed = s.strip_suffix('/').unwrap_or(s);
     let n = normalize_url(trimmed).ok_or_else(bad)?;
     let (scheme, authority) = n.split_once("://").ok_or_else(bad)?;
-    if !(scheme == "http" || scheme == "https") || authority.contains(['/', '?', '#']) || authority.starts_with(':') {
+    if !(scheme == "http" || scheme == "https")
+        || authority.contains(['/', '?', '#'])
+        || authority.starts_with(':')
+    {
         return Err(bad());
     }
     Ok(n)
@@ -263,9 +305,15 @@ pub fn host_of(base_url: &str) -> Option<String> {
 /// `host[:port]` → `host` (IPv6 literals keep their brackets).
 pub fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority.find(']').map(|i| &authority[..=i]).unwrap_or(authority);
+        return authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority);
     }
-    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+    authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
 }
 
 #[cfg(test)]
@@ -274,8 +322,14 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked_and_normalised() {
-        assert_eq!(parse_base_url("https://LMS.example.edu:443/").unwrap(), "https://lms.example.edu");
-        assert_eq!(parse_base_url("http://127.0.0.1:3000").unwrap(), "http://127.0.0.1:3000");
+        assert_eq!(
+            parse_base_url("https://LMS.example.edu:443/").unwrap(),
+            "https://lms.example.edu"
+        );
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:3000").unwrap(),
+            "http://127.0.0.1:3000"
+        );
         assert!(parse_base_url("https://lms.example.edu/canvas").is_err());
         assert!(parse_base_url("ftp://lms.example.edu").is_err());
         assert!(parse_base_url("lms.example.edu").is_err());

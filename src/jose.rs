@@ -23,6 +23,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Sha256, Sha384, Sha512};
 
+/// A JSON object (a JWT header or claims set).
+pub type JsonObject = Map<String, Value>;
+
 /// An HMAC JWS algorithm (RFC 7518 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Alg {
@@ -196,14 +199,16 @@ pub fn parse<'a>(token: &'a str, allowed: &[Alg]) -> Result<UnverifiedJws<'a>, J
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// Encodes and signs a compact JWS. `header` must already name `alg`.
-pub fn sign(header: &impl serde::Serialize, claims: &impl serde::Serialize, alg: Alg, key: &[u8]) -> String {
+pub fn sign(
+    header: &impl serde::Serialize,
+    claims: &impl serde::Serialize,
+    alg: Alg,
+    key: &[u8],
+) -> String {
     let h = serde_json::to_vec(header).expect("header serialises");
     let c = serde_json::to_vec(claims).expect("claims serialise");
     let mut out = String::with_capacity((h.len() + c.len()) * 4 / 3 + 90);
@@ -218,7 +223,7 @@ pub fn sign(header: &impl serde::Serialize, claims: &impl serde::Serialize, alg:
 
 /// Decodes a compact JWS's header and claims without any check beyond structure (for
 /// inspection tools: `lti2 jwt decode`). Any `alg` is accepted here.
-pub fn decode_unchecked(token: &str) -> Result<(Map<String, Value>, Map<String, Value>), JoseError> {
+pub fn decode_unchecked(token: &str) -> Result<(JsonObject, JsonObject), JoseError> {
     let mut parts = token.trim().split('.');
     let (h, p) = match (parts.next(), parts.next()) {
         (Some(h), Some(p)) => (h, p),
@@ -282,19 +287,37 @@ mod tests {
             Alg::HS384,
             b"k",
         );
-        assert_eq!(parse(&t, &[Alg::HS256]).unwrap_err(), JoseError::AlgNotAllowed("HS384".into()));
+        assert_eq!(
+            parse(&t, &[Alg::HS256]).unwrap_err(),
+            JoseError::AlgNotAllowed("HS384".into())
+        );
         assert!(parse(&t, &[Alg::HS384]).unwrap().verify(b"k"));
     }
 
     #[test]
     fn structural_faults_are_named() {
-        assert_eq!(parse("a.b", &[Alg::HS256]).unwrap_err(), JoseError::Segments);
-        assert_eq!(parse("a.b.c.d.e", &[Alg::HS256]).unwrap_err(), JoseError::Encrypted);
-        assert_eq!(parse("a.b.c.d", &[Alg::HS256]).unwrap_err(), JoseError::Segments);
+        assert_eq!(
+            parse("a.b", &[Alg::HS256]).unwrap_err(),
+            JoseError::Segments
+        );
+        assert_eq!(
+            parse("a.b.c.d.e", &[Alg::HS256]).unwrap_err(),
+            JoseError::Encrypted
+        );
+        assert_eq!(
+            parse("a.b.c.d", &[Alg::HS256]).unwrap_err(),
+            JoseError::Segments
+        );
         let dup = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","alg":"none"}"#);
-        assert_eq!(parse(&format!("{dup}.e30.AA"), &[Alg::HS256]).unwrap_err(), JoseError::Json("header"));
+        assert_eq!(
+            parse(&format!("{dup}.e30.AA"), &[Alg::HS256]).unwrap_err(),
+            JoseError::Json("header")
+        );
         let padded = format!("{}==", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#));
-        assert!(matches!(parse(&format!("{padded}.e30.AA"), &[Alg::HS256]), Err(JoseError::Base64(_))));
+        assert!(matches!(
+            parse(&format!("{padded}.e30.AA"), &[Alg::HS256]),
+            Err(JoseError::Base64(_))
+        ));
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     /// A sealed value does not open with this master key.
-    #[error("a stored secret could not be decrypted: wrong master key, or the row was tampered with")]
+    #[error(
+        "a stored secret could not be decrypted: wrong master key, or the row was tampered with"
+    )]
     Open,
 }
 
@@ -66,11 +68,14 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// A key from 64 hex characters.
     pub fn from_hex(hex_key: &str) -> Result<Self, SecretsError> {
-        let bytes = Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| SecretsError::BadMasterKey)?);
+        let bytes =
+            Zeroizing::new(hex::decode(hex_key.trim()).map_err(|_| SecretsError::BadMasterKey)?);
         if bytes.len() != 32 {
             return Err(SecretsError::BadMasterKey);
         }
-        Ok(Self(Aes256Gcm::new_from_slice(&bytes).map_err(|_| SecretsError::BadMasterKey)?))
+        Ok(Self(
+            Aes256Gcm::new_from_slice(&bytes).map_err(|_| SecretsError::BadMasterKey)?,
+        ))
     }
 
     /// A new random key; returns it with its hex form.
@@ -83,7 +88,10 @@ impl MasterKey {
 
     /// The key from `env_value` if given, else from `dir/master.key`, else a new key written
     /// there (mode 0600). The flag says whether a new key was generated.
-    pub fn load_or_create(env_value: Option<&str>, dir: &Path) -> Result<(Self, bool), SecretsError> {
+    pub fn load_or_create(
+        env_value: Option<&str>,
+        dir: &Path,
+    ) -> Result<(Self, bool), SecretsError> {
         if let Some(v) = env_value {
             return Ok((Self::from_hex(v)?, false));
         }
@@ -110,7 +118,13 @@ impl MasterKey {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .0
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: context.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption of a small buffer cannot fail");
         let mut out = Vec::with_capacity(12 + ct.len());
         out.extend_from_slice(&nonce);
@@ -125,7 +139,13 @@ impl MasterKey {
         }
         let (nonce, ct) = sealed.split_at(12);
         self.0
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context.as_bytes(),
+                },
+            )
             .map(Secret::new)
             .map_err(|_| SecretsError::Open)
     }
@@ -166,6 +186,9 @@ mod tests {
         let (other, _) = MasterKey::generate();
         assert!(other.open("tool_proxy:a", &sealed).is_err());
         assert!(!sealed.windows(6).any(|w| w == b"s3cret"));
-        assert_eq!(format!("{:?}", Secret::new(b"x".to_vec())), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new(b"x".to_vec())),
+            "Secret(<redacted>)"
+        );
     }
 }

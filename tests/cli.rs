@@ -15,11 +15,20 @@ use serde_json::Value;
 const BASE: &str = "https://lms.example.edu";
 
 fn lti2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lti2")).args(args).env_remove("LTI2_MASTER_KEY").output().expect("lti2 runs")
+    Command::new(env!("CARGO_BIN_EXE_lti2"))
+        .args(args)
+        .env_remove("LTI2_MASTER_KEY")
+        .output()
+        .expect("lti2 runs")
 }
 
 fn json_out(out: &Output) -> Value {
-    assert!(out.status.success(), "lti2 failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "lti2 failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
@@ -38,38 +47,133 @@ async fn live_app() -> TestApp {
 #[tokio::test]
 async fn admin_commands_work_on_the_live_database() {
     let app = live_app().await;
-    json_out(&admin(&app, &["account", "create", "--id", "2", "--name", "Sub", "--parent", "1"]));
-    json_out(&admin(&app, &["course", "create", "--id", "3", "--account", "2"]));
-    assert!(!admin(&app, &["course", "create", "--id", "4", "--account", "99"]).status.success(), "unknown account");
-    assert!(!admin(&app, &["account", "create", "--id", "2"]).status.success(), "duplicate account");
+    json_out(&admin(
+        &app,
+        &[
+            "account", "create", "--id", "2", "--name", "Sub", "--parent", "1",
+        ],
+    ));
+    json_out(&admin(
+        &app,
+        &["course", "create", "--id", "3", "--account", "2"],
+    ));
+    assert!(
+        !admin(&app, &["course", "create", "--id", "4", "--account", "99"])
+            .status
+            .success(),
+        "unknown account"
+    );
+    assert!(
+        !admin(&app, &["account", "create", "--id", "2"])
+            .status
+            .success(),
+        "duplicate account"
+    );
 
-    let dk = json_out(&admin(&app, &["developer-key", "create", "--name", "vendor"]));
+    let dk = json_out(&admin(
+        &app,
+        &["developer-key", "create", "--name", "vendor"],
+    ));
     let secret = dk["secret"].as_str().unwrap().to_owned();
-    assert!(secret.len() >= 64, "generated secrets are 32 random bytes in hex");
+    assert!(
+        secret.len() >= 64,
+        "generated secrets are 32 random bytes in hex"
+    );
     assert_eq!(dk["id"], 10000000000001u64);
     let list = admin(&app, &["developer-key", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
-    assert!(listed.contains("10000000000001") && !listed.contains(&secret), "secrets are never printed again");
-    assert!(!admin(&app, &["developer-key", "create", "--secret", "short"]).status.success());
-    json_out(&admin(&app, &["developer-key", "create", "--id", "10000000000003", "--secret", "short", "--allow-short-secret"]));
-    json_out(&admin(&app, &["developer-key", "deactivate", "10000000000003"]));
+    assert!(
+        listed.contains("10000000000001") && !listed.contains(&secret),
+        "secrets are never printed again"
+    );
+    assert!(
+        !admin(&app, &["developer-key", "create", "--secret", "short"])
+            .status
+            .success()
+    );
+    json_out(&admin(
+        &app,
+        &[
+            "developer-key",
+            "create",
+            "--id",
+            "10000000000003",
+            "--secret",
+            "short",
+            "--allow-short-secret",
+        ],
+    ));
+    json_out(&admin(
+        &app,
+        &["developer-key", "deactivate", "10000000000003"],
+    ));
     let keys = json_out(&admin(&app, &["developer-key", "list"]));
     assert_eq!(keys[1]["workflow_state"], "inactive");
 
-    let tp = json_out(&admin(&app, &[
-        "tool-proxy", "create", "--guid", "tp-cli", "--secret", "s3cret-0123456789abcdef0123456789",
-        "--service", "vnd.Canvas.OriginalityReport=get,post", "--state", "disabled",
-    ]));
-    assert_eq!(tp["enabled_capability"], serde_json::json!(["Security.splitSecret"]));
-    assert_eq!(tp["tool_service"][0]["action"], serde_json::json!(["GET", "POST"]));
-    json_out(&admin(&app, &["tool-proxy", "set-state", "tp-cli", "active"]));
+    let tp = json_out(&admin(
+        &app,
+        &[
+            "tool-proxy",
+            "create",
+            "--guid",
+            "tp-cli",
+            "--secret",
+            "s3cret-0123456789abcdef0123456789",
+            "--service",
+            "vnd.Canvas.OriginalityReport=get,post",
+            "--state",
+            "disabled",
+        ],
+    ));
+    assert_eq!(
+        tp["enabled_capability"],
+        serde_json::json!(["Security.splitSecret"])
+    );
+    assert_eq!(
+        tp["tool_service"][0]["action"],
+        serde_json::json!(["GET", "POST"])
+    );
+    json_out(&admin(
+        &app,
+        &["tool-proxy", "set-state", "tp-cli", "active"],
+    ));
     let tps = json_out(&admin(&app, &["tool-proxy", "list"]));
     assert_eq!(tps[0]["workflow_state"], "active");
-    assert!(!String::from_utf8_lossy(&admin(&app, &["tool-proxy", "list"]).stdout).contains("s3cret"));
-    assert!(!admin(&app, &["tool-proxy", "set-state", "nope", "active"]).status.success());
+    assert!(
+        !String::from_utf8_lossy(&admin(&app, &["tool-proxy", "list"]).stdout).contains("s3cret")
+    );
+    assert!(!admin(&app, &["tool-proxy", "set-state", "nope", "active"])
+        .status
+        .success());
 
-    json_out(&admin(&app, &["registration", "create", "--course", "3", "--reg-key", "rk-1", "--reg-password", "pw-0123456789abcdef0123456789abcdef"]));
-    assert!(!admin(&app, &["registration", "create", "--course", "42", "--reg-key", "rk-2", "--reg-password", "pw-0123456789abcdef0123456789abcdef"]).status.success());
+    json_out(&admin(
+        &app,
+        &[
+            "registration",
+            "create",
+            "--course",
+            "3",
+            "--reg-key",
+            "rk-1",
+            "--reg-password",
+            "pw-0123456789abcdef0123456789abcdef",
+        ],
+    ));
+    assert!(!admin(
+        &app,
+        &[
+            "registration",
+            "create",
+            "--course",
+            "42",
+            "--reg-key",
+            "rk-2",
+            "--reg-password",
+            "pw-0123456789abcdef0123456789abcdef"
+        ]
+    )
+    .status
+    .success());
 
     let rotated = json_out(&admin(&app, &["signing-key", "rotate"]));
     let keys = json_out(&admin(&app, &["signing-key", "list"]));
@@ -78,20 +182,38 @@ async fn admin_commands_work_on_the_live_database() {
     assert_eq!(keys[0]["active"], true);
     let old = keys[1]["kid"].as_str().unwrap();
     json_out(&admin(&app, &["signing-key", "remove", old]));
-    assert!(!admin(&app, &["signing-key", "remove", rotated["kid"].as_str().unwrap()]).status.success(), "last key stays");
+    assert!(
+        !admin(
+            &app,
+            &["signing-key", "remove", rotated["kid"].as_str().unwrap()]
+        )
+        .status
+        .success(),
+        "last key stays"
+    );
 
     // Secrets are encrypted at rest: none of them appears in the database files.
     let mut raw = Vec::new();
     for f in ["lti2.db", "lti2.db-wal"] {
         raw.extend(std::fs::read(app.dir.path().join(f)).unwrap_or_default());
     }
-    for s in [secret.as_bytes(), b"s3cret-0123456789abcdef0123456789".as_slice(), b"pw-0123456789abcdef0123456789abcdef".as_slice()] {
-        assert!(!raw.windows(s.len()).any(|w| w == s), "a secret is stored in clear");
+    for s in [
+        secret.as_bytes(),
+        b"s3cret-0123456789abcdef0123456789".as_slice(),
+        b"pw-0123456789abcdef0123456789abcdef".as_slice(),
+    ] {
+        assert!(
+            !raw.windows(s.len()).any(|w| w == s),
+            "a secret is stored in clear"
+        );
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(app.dir.path().join("master.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(app.dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
@@ -104,37 +226,112 @@ async fn token_command_gets_tokens_for_both_grant_types() {
     let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut settings = common::settings_for(dir.path(), "http://unused.example");
     settings.base_urls = vec![];
-    let app = TestApp::spawn_with(settings, dir, lti2::clock::ManualClock::new(lti2::clock::SystemClock.now())).await;
+    let app = TestApp::spawn_with(
+        settings,
+        dir,
+        lti2::clock::ManualClock::new(lti2::clock::SystemClock.now()),
+    )
+    .await;
     let url = format!("{}/api/lti/accounts/1/authorize", app.addr);
     assert_eq!(app.public_base, app.addr);
-    json_out(&admin(&app, &["tool-proxy", "create", "--guid", "tp-cli", "--secret", "s3cret-0123456789abcdef0123456789"]));
+    json_out(&admin(
+        &app,
+        &[
+            "tool-proxy",
+            "create",
+            "--guid",
+            "tp-cli",
+            "--secret",
+            "s3cret-0123456789abcdef0123456789",
+        ],
+    ));
     let dk = json_out(&admin(&app, &["developer-key", "create"]));
     let dk_id = dk["id"].to_string();
     let dk_secret = dk["secret"].as_str().unwrap();
 
-    let out = lti2(&["token", "--url", &url, "--sub", "tp-cli", "--secret", "s3cret-0123456789abcdef0123456789"]);
+    let out = lti2(&[
+        "token",
+        "--url",
+        &url,
+        "--sub",
+        "tp-cli",
+        "--secret",
+        "s3cret-0123456789abcdef0123456789",
+    ]);
     let resp = json_out(&out);
     assert_eq!(resp["token_type"], "bearer");
-    assert_eq!(claims_of(resp["access_token"].as_str().unwrap())["sub"], "tp-cli");
+    assert_eq!(
+        claims_of(resp["access_token"].as_str().unwrap())["sub"],
+        "tp-cli"
+    );
 
-    let out = lti2(&["token", "--url", &url, "--sub", "tp-cli", "--secret", "s3cret-0123456789abcdef0123456789", "--multipart"]);
+    let out = lti2(&[
+        "token",
+        "--url",
+        &url,
+        "--sub",
+        "tp-cli",
+        "--secret",
+        "s3cret-0123456789abcdef0123456789",
+        "--multipart",
+    ]);
     json_out(&out);
 
-    let out = lti2(&["token", "--url", &url, "--sub", &dk_id, "--secret", dk_secret, "--code", "reg-key-9", "--multipart"]);
+    let out = lti2(&[
+        "token",
+        "--url",
+        &url,
+        "--sub",
+        &dk_id,
+        "--secret",
+        dk_secret,
+        "--code",
+        "reg-key-9",
+        "--multipart",
+    ]);
     let resp = json_out(&out);
     let claims = claims_of(resp["access_token"].as_str().unwrap());
-    assert!(claims["sub"].is_u64(), "developer key sub is a JSON integer");
+    assert!(
+        claims["sub"].is_u64(),
+        "developer key sub is a JSON integer"
+    );
     assert_eq!(claims["reg_key"], "reg-key-9");
 
-    let out = lti2(&["token", "--url", &url, "--sub", &dk_id, "--secret", dk_secret, "--code", "reg-key-9", "--grant", "jwt-bearer", "--string-sub"]);
+    let out = lti2(&[
+        "token",
+        "--url",
+        &url,
+        "--sub",
+        &dk_id,
+        "--secret",
+        dk_secret,
+        "--code",
+        "reg-key-9",
+        "--grant",
+        "jwt-bearer",
+        "--string-sub",
+    ]);
     json_out(&out);
 
     // A refusal exits non-zero and shows the error.
-    let out = lti2(&["token", "--url", &url, "--sub", "tp-cli", "--secret", "wrong-secret"]);
+    let out = lti2(&[
+        "token",
+        "--url",
+        &url,
+        "--sub",
+        "tp-cli",
+        "--secret",
+        "wrong-secret",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid_grant") && err.contains("400"), "{err}");
-    let out = lti2(&["token", "--url", &url, "--sub", &dk_id, "--secret", dk_secret]);
+    assert!(
+        err.contains("invalid_grant") && err.contains("400"),
+        "{err}"
+    );
+    let out = lti2(&[
+        "token", "--url", &url, "--sub", &dk_id, "--secret", dk_secret,
+    ]);
     assert_eq!(out.status.code(), Some(1), "developer key without --code");
 }
 

@@ -14,16 +14,34 @@ fn vectors() -> Value {
 }
 
 fn case<'a>(v: &'a Value, id: &str) -> &'a Value {
-    v["cases"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap()
 }
 
 fn token(v: &Value, name: &str) -> String {
-    if let Some(t) = v["tokens"].as_array().unwrap().iter().find(|t| t["id"] == name) {
+    if let Some(t) = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == name)
+    {
         return t["jwt"].as_str().unwrap().to_owned();
     }
     // "A1 with 'Iat' renamed to 'iat', re-signed HS256 with 'secret'" (C14; C15 is "as C14").
-    assert!(name.starts_with("A1 with 'Iat' renamed") || name == "as C14", "unknown token {name}");
-    let a1 = v["tokens"].as_array().unwrap().iter().find(|t| t["id"] == "A1-devkey-assertion-Iat-typo").unwrap();
+    assert!(
+        name.starts_with("A1 with 'Iat' renamed") || name == "as C14",
+        "unknown token {name}"
+    );
+    let a1 = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "A1-devkey-assertion-Iat-typo")
+        .unwrap();
     let mut p = a1["payload"].as_object().unwrap().clone();
     let iat = p.remove("Iat").unwrap();
     p.insert("iat".into(), iat);
@@ -46,7 +64,12 @@ async fn app_for(v: &Value, c: &Value) -> TestApp {
     let now = c["request"]["now"].as_i64().unwrap();
     let app = TestApp::spawn(s["base_url"].as_str().unwrap(), now).await;
     for tp in s["tool_proxies"].as_array().into_iter().flatten() {
-        let caps: Vec<&str> = tp["enabled_capability"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let caps: Vec<&str> = tp["enabled_capability"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         app.tool_proxy_with(
             tp["guid"].as_str().unwrap(),
             tp["shared_secret"].as_str().unwrap(),
@@ -58,7 +81,11 @@ async fn app_for(v: &Value, c: &Value) -> TestApp {
         .await;
     }
     for dk in s["developer_keys"].as_array().into_iter().flatten() {
-        app.developer_key(dk["global_id"].as_i64().unwrap(), dk["api_key"].as_str().unwrap()).await;
+        app.developer_key(
+            dk["global_id"].as_i64().unwrap(),
+            dk["api_key"].as_str().unwrap(),
+        )
+        .await;
     }
     app
 }
@@ -67,7 +94,12 @@ async fn send(app: &TestApp, v: &Value, c: &Value) -> common::Reply {
     let r = &c["request"];
     app.clock.set(r["now"].as_i64().unwrap());
     let assertion = token(v, c["token"].as_str().unwrap());
-    let mut pairs: Vec<(&str, &str)> = r["params"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
+    let mut pairs: Vec<(&str, &str)> = r["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
     pairs.push(("assertion", &assertion));
     let path = r["path"].as_str().unwrap();
     match r["body"].as_str().unwrap() {
@@ -80,21 +112,38 @@ async fn send(app: &TestApp, v: &Value, c: &Value) -> common::Reply {
 fn check(c: &Value, reply: &common::Reply) {
     let id = c["id"].as_str().unwrap();
     let e = &c["expect"];
-    assert_eq!(reply.status as i64, e["status"].as_i64().unwrap(), "{id}: {}", reply.text);
+    assert_eq!(
+        reply.status as i64,
+        e["status"].as_i64().unwrap(),
+        "{id}: {}",
+        reply.text
+    );
     for (k, want) in e["json"].as_object().into_iter().flatten() {
         assert_eq!(&reply.json[k], want, "{id}: body member {k}");
     }
     if reply.status == 200 {
         assert_eq!(reply.headers["cache-control"], "no-store", "{id}");
     } else {
-        assert!(reply.json["error_description"].is_string(), "{id}: errors carry a description");
+        assert!(
+            reply.json["error_description"].is_string(),
+            "{id}: errors carry a description"
+        );
     }
     if let Some(want) = e["access_token_claims"].as_object() {
         let claims = claims_of(reply.json["access_token"].as_str().unwrap());
         for (k, w) in want {
             match k.as_str() {
-                "aud_contains" => assert!(claims["aud"].as_array().unwrap().contains(w), "{id}: aud {:?}", claims["aud"]),
-                "jti" => assert_eq!(uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap().get_version_num(), 4),
+                "aud_contains" => assert!(
+                    claims["aud"].as_array().unwrap().contains(w),
+                    "{id}: aud {:?}",
+                    claims["aud"]
+                ),
+                "jti" => assert_eq!(
+                    uuid::Uuid::parse_str(claims["jti"].as_str().unwrap())
+                        .unwrap()
+                        .get_version_num(),
+                    4
+                ),
                 _ => assert_eq!(&claims[k], w, "{id}: claim {k}"),
             }
         }
@@ -104,12 +153,18 @@ fn check(c: &Value, reply: &common::Reply) {
 #[tokio::test]
 async fn authorize_cases_c01_to_c16() {
     let v = vectors();
-    for id in ["C01", "C03", "C04", "C05", "C06", "C07", "C08", "C09", "C10", "C11", "C12", "C13", "C14", "C15", "C16"] {
+    for id in [
+        "C01", "C03", "C04", "C05", "C06", "C07", "C08", "C09", "C10", "C11", "C12", "C13", "C14",
+        "C15", "C16",
+    ] {
         let c = case(&v, id);
         let app = app_for(&v, c).await;
         if id == "C08" {
             // The case posts to account 2: it must exist, or the answer is a 404.
-            app.store().create_account(2, "Second", None, 0).await.unwrap();
+            app.store()
+                .create_account(2, "Second", None, 0)
+                .await
+                .unwrap();
         }
         let reply = send(&app, &v, c).await;
         check(c, &reply);
@@ -149,8 +204,17 @@ fn bearer_cases_c17_to_c19_through_the_library() {
         let c = case(&v, id);
         let t = token(&v, c["token"].as_str().unwrap());
         let r = &c["request"];
-        let result = seed_ring().verify(&t, "Canvas", r["host"].as_str().unwrap(), r["now"].as_i64().unwrap());
-        assert_eq!(result.is_ok(), c["expect"]["accepted"].as_bool().unwrap(), "{id}: {result:?}");
+        let result = seed_ring().verify(
+            &t,
+            "Canvas",
+            r["host"].as_str().unwrap(),
+            r["now"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            result.is_ok(),
+            c["expect"]["accepted"].as_bool().unwrap(),
+            "{id}: {result:?}"
+        );
     }
 }
 
@@ -158,12 +222,21 @@ fn bearer_cases_c17_to_c19_through_the_library() {
 fn c20_decode_keeps_integer_sub() {
     let v = vectors();
     let t = token(&v, "T1-devkey-access-token");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lti2")).args(["jwt", "decode", &t]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lti2"))
+        .args(["jwt", "decode", &t])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let decoded: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(decoded["claims"]["sub"], serde_json::json!(10000000000003u64));
+    assert_eq!(
+        decoded["claims"]["sub"],
+        serde_json::json!(10000000000003u64)
+    );
     assert!(decoded["claims"]["sub"].is_u64());
-    assert_eq!(decoded["claims"]["reg_key"], "9359e0cd-6a69-4ca9-91b6-162cf0711a5b");
+    assert_eq!(
+        decoded["claims"]["reg_key"],
+        "9359e0cd-6a69-4ca9-91b6-162cf0711a5b"
+    );
     assert_eq!(decoded["header"]["alg"], "HS256");
     assert_eq!(decoded["signature"], "not verified");
 }

@@ -54,13 +54,15 @@ CREATE TABLE signing_keys (
     created_at INTEGER NOT NULL
 );
 
--- One row per (resolved sub, jti); kept until exp + 60 s, then purged.
+-- The durable log of claimed (resolved sub, jti) pairs, kept until exp + 60 s, then purged.
+-- Appended in batches by the serving process, which also holds every unexpired pair in memory
+-- and checks uniqueness there (one `lti2 serve` per SQLite file, enforced by a lock file): a
+-- unique index on random jtis would dirty one random page per claim.
 CREATE TABLE nonces (
     sub        TEXT    NOT NULL,
     jti        TEXT    NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (sub, jti)
-) WITHOUT ROWID;
+    expires_at INTEGER NOT NULL
+);
 CREATE INDEX nonces_by_expiry ON nonces (expires_at);
 
 -- Bumped by triggers on every change a cache depends on, by whatever process makes it.

@@ -31,7 +31,13 @@ pub fn error_response(e: &OAuthError) -> Response {
         return not_found_response();
     }
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    no_store((status, Json(serde_json::json!({"error": e.error, "error_description": e.description}))).into_response())
+    no_store(
+        (
+            status,
+            Json(serde_json::json!({"error": e.error, "error_description": e.description})),
+        )
+            .into_response(),
+    )
 }
 
 async fn handle(authority: &Authority, kind: ContextKind, id: &str, req: Request) -> Response {
@@ -52,7 +58,11 @@ async fn handle(authority: &Authority, kind: ContextKind, id: &str, req: Request
     }
 }
 
-async fn exchange(authority: &Authority, ctx: ContextRef, req: Request) -> Result<Response, OAuthError> {
+async fn exchange(
+    authority: &Authority,
+    ctx: ContextRef,
+    req: Request,
+) -> Result<Response, OAuthError> {
     let (parts, body) = req.into_parts();
     let too_large = || OAuthError {
         status: 413,

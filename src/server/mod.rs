@@ -53,22 +53,20 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .with_state(state)
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|m| m.as_str().to_owned())
-                    .unwrap_or_else(|| "unmatched".into());
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                tracing::info_span!("request", method = %req.method(), route, request_id = id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            tracing::info_span!("request", method = %req.method(), route, request_id = id)
+        }))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
 }
@@ -122,7 +120,8 @@ impl Running {
 /// Opens the store named by `database_url` (creating and migrating it), with the master key
 /// from the environment or the data directory (generated on first use, with a log line).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let (master, created) = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)?;
+    let (master, created) =
+        MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)?;
     if created {
         tracing::warn!(path = %settings.data_dir.join("master.key").display(), "generated a new master key (it encrypts stored secrets: back it up)");
     }
@@ -141,20 +140,30 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn sqlite_parent(url: &str) -> Option<&Path> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next()?;
     if path.is_empty() || path.contains(":memory:") {
         return None;
     }
-    Path::new(path).parent().filter(|p| !p.as_os_str().is_empty())
+    Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 /// Opens the store, makes sure a signing key exists, binds, and serves in the background.
 pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Running> {
     let store = open_store(&settings).await?;
     if ensure_signing_key(store.as_ref(), clock.now()).await? {
-        tracing::warn!("generated the first access-token signing key (stored encrypted in the database)");
+        tracing::warn!(
+            "generated the first access-token signing key (stored encrypted in the database)"
+        );
     }
+    // Takes this process's claim on the nonce store (a lock file for SQLite), loads the used
+    // jtis and drops the expired ones, before any request is accepted.
+    let purged = store.purge_nonces(clock.now()).await?;
+    tracing::debug!(purged, "nonce store ready");
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let base_urls = if settings.base_urls.is_empty() {
@@ -196,7 +205,9 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
             }
         }
     });
-    let router = app(AppState { authority: authority.clone() });
+    let router = app(AppState {
+        authority: authority.clone(),
+    });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -234,7 +245,13 @@ pub fn redact_url(url: &str) -> String {
 /// Adds `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
 pub fn no_store(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(axum::http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::PRAGMA,
+        HeaderValue::from_static("no-cache"),
+    );
     resp
 }

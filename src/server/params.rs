@@ -15,7 +15,12 @@ const MAX_PARAMS: usize = 64;
 /// Parameters of the query string (`None` = no query).
 pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     query
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().take(MAX_PARAMS).collect())
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .take(MAX_PARAMS)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -23,7 +28,10 @@ pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
 /// `charset` are ignored). Errors (`invalid_request`): a body without a Content-Type, a media
 /// type that is not one of the three, a multipart body that does not parse, a JSON body that is
 /// not an object with unique member names, or a known parameter that is not a JSON string.
-pub async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String, String)>, OAuthError> {
+pub async fn body_params(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Vec<(String, String)>, OAuthError> {
     let content_type = headers.get(axum::http::header::CONTENT_TYPE);
     let Some(ct) = content_type else {
         if body.is_empty() {
@@ -33,13 +41,25 @@ pub async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String
             "the request body needs a Content-Type: application/x-www-form-urlencoded, multipart/form-data or application/json",
         ));
     };
-    if headers.get_all(axum::http::header::CONTENT_TYPE).iter().count() > 1 {
-        return Err(OAuthError::invalid_request("the Content-Type header is given more than once"));
+    if headers
+        .get_all(axum::http::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return Err(OAuthError::invalid_request(
+            "the Content-Type header is given more than once",
+        ));
     }
     let ct = ct
         .to_str()
         .map_err(|_| OAuthError::invalid_request("the Content-Type header is not text"))?;
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-www-form-urlencoded" => Ok(form_urlencoded::parse(&body).into_owned().take(MAX_PARAMS).collect()),
         "multipart/form-data" => multipart(ct, body).await,
@@ -53,7 +73,8 @@ pub async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String
 async fn multipart(ct: &str, body: Bytes) -> Result<Vec<(String, String)>, OAuthError> {
     let bad = || OAuthError::invalid_request("the multipart/form-data body is malformed");
     let boundary = multer::parse_boundary(ct).map_err(|_| bad())?;
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut mp = multer::Multipart::new(stream, boundary);
     let mut out = Vec::new();
     while let Some(field) = mp.next_field().await.map_err(|_| bad())? {
@@ -62,20 +83,26 @@ async fn multipart(ct: &str, body: Bytes) -> Result<Vec<(String, String)>, OAuth
         }
         let name = field.name().ok_or_else(bad)?.to_owned();
         let bytes = field.bytes().await.map_err(|_| bad())?;
-        let value = String::from_utf8(bytes.to_vec()).map_err(|_| OAuthError::invalid_request(format!("the '{name}' parameter is not UTF-8 text")))?;
+        let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            OAuthError::invalid_request(format!("the '{name}' parameter is not UTF-8 text"))
+        })?;
         out.push((name, value));
     }
     Ok(out)
 }
 
 fn json(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
-    let obj = parse_object(body).ok_or_else(|| OAuthError::invalid_request("the JSON body is not an object with unique member names"))?;
+    let obj = parse_object(body).ok_or_else(|| {
+        OAuthError::invalid_request("the JSON body is not an object with unique member names")
+    })?;
     let mut out = Vec::with_capacity(obj.len());
     for (k, v) in obj.into_iter().take(MAX_PARAMS) {
         match v {
             Value::String(s) => out.push((k, s)),
             _ if matches!(k.as_str(), "grant_type" | "assertion" | "code") => {
-                return Err(OAuthError::invalid_request(format!("the '{k}' parameter must be a string")));
+                return Err(OAuthError::invalid_request(format!(
+                    "the '{k}' parameter must be a string"
+                )));
             }
             _ => {}
         }

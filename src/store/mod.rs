@@ -237,9 +237,21 @@ pub trait ContextStore: Send + Sync {
     /// Whether the account or course exists.
     async fn context_exists(&self, ctx: ContextRef) -> Result<bool, StoreError>;
     /// Creates an account. Errors: `Conflict`, `NotFound` (parent).
-    async fn create_account(&self, id: i64, name: &str, parent: Option<i64>, now: i64) -> Result<(), StoreError>;
+    async fn create_account(
+        &self,
+        id: i64,
+        name: &str,
+        parent: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Creates a course in an account. Errors: `Conflict`, `NotFound` (account).
-    async fn create_course(&self, id: i64, account_id: i64, name: &str, now: i64) -> Result<(), StoreError>;
+    async fn create_course(
+        &self,
+        id: i64,
+        account_id: i64,
+        name: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// Tool proxies, developer keys and registrations.
@@ -252,11 +264,22 @@ pub trait CredentialStore: Send + Sync {
     /// Every tool proxy.
     async fn list_tool_proxies(&self) -> Result<Vec<ToolProxySummary>, StoreError>;
     /// Sets a tool proxy's state. Errors: `NotFound`.
-    async fn set_tool_proxy_state(&self, guid: &str, state: &str, now: i64) -> Result<(), StoreError>;
+    async fn set_tool_proxy_state(
+        &self,
+        guid: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// A developer key by global id, in any state.
     async fn developer_key(&self, id: i64) -> Result<Option<DeveloperKeyRecord>, StoreError>;
     /// Creates a developer key; `id` None takes the next free global id. Returns the id.
-    async fn create_developer_key(&self, id: Option<i64>, secret: &Secret, name: Option<&str>, now: i64) -> Result<i64, StoreError>;
+    async fn create_developer_key(
+        &self,
+        id: Option<i64>,
+        secret: &Secret,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<i64, StoreError>;
     /// Every developer key.
     async fn list_developer_keys(&self) -> Result<Vec<DeveloperKeySummary>, StoreError>;
     /// Sets a developer key's state. Errors: `NotFound`.

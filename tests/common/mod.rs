@@ -69,14 +69,23 @@ impl TestApp {
     }
 
     /// A server with these settings.
-    pub async fn spawn_with(settings: Settings, dir: Arc<tempfile::TempDir>, clock: ManualClock) -> TestApp {
-        let running = lti2::server::start(settings.clone(), Arc::new(clock.clone())).await.expect("server starts");
+    pub async fn spawn_with(
+        settings: Settings,
+        dir: Arc<tempfile::TempDir>,
+        clock: ManualClock,
+    ) -> TestApp {
+        let running = lti2::server::start(settings.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("server starts");
         TestApp {
             addr: format!("http://{}", running.addr),
             public_base: running.base_url.clone(),
             running,
             clock,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             dir,
             settings,
         }
@@ -84,7 +93,13 @@ impl TestApp {
 
     /// Stops the server and starts a new one on the same database and clock.
     pub async fn restart(self) -> TestApp {
-        let TestApp { running, clock, dir, settings, .. } = self;
+        let TestApp {
+            running,
+            clock,
+            dir,
+            settings,
+            ..
+        } = self;
         running.shutdown().await.expect("clean shutdown");
         Self::spawn_with(settings, dir, clock).await
     }
@@ -108,10 +123,26 @@ impl TestApp {
 
     /// Adds an active split-secret tool proxy.
     pub async fn tool_proxy(&self, guid: &str, secret: &str) {
-        self.tool_proxy_with(guid, secret, "active", &["Security.splitSecret"], vec![], None).await;
+        self.tool_proxy_with(
+            guid,
+            secret,
+            "active",
+            &["Security.splitSecret"],
+            vec![],
+            None,
+        )
+        .await;
     }
 
-    pub async fn tool_proxy_with(&self, guid: &str, secret: &str, state: &str, caps: &[&str], services: Vec<ToolService>, dev_key: Option<i64>) {
+    pub async fn tool_proxy_with(
+        &self,
+        guid: &str,
+        secret: &str,
+        state: &str,
+        caps: &[&str],
+        services: Vec<ToolService>,
+        dev_key: Option<i64>,
+    ) {
         self.store()
             .create_tool_proxy(NewToolProxy {
                 guid: guid.into(),
@@ -136,8 +167,15 @@ impl TestApp {
 
     /// POSTs a urlencoded form to `path` on the server.
     pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-        self.post_raw(path, Some("application/x-www-form-urlencoded"), body.into_bytes()).await
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.post_raw(
+            path,
+            Some("application/x-www-form-urlencoded"),
+            body.into_bytes(),
+        )
+        .await
     }
 
     /// POSTs a multipart form.
@@ -146,7 +184,13 @@ impl TestApp {
         for (k, v) in pairs {
             form = form.text(k.to_string(), v.to_string());
         }
-        let resp = self.http.post(format!("{}{}", self.addr, path)).multipart(form).send().await.expect("request");
+        let resp = self
+            .http
+            .post(format!("{}{}", self.addr, path))
+            .multipart(form)
+            .send()
+            .await
+            .expect("request");
         Self::reply(resp).await
     }
 
@@ -164,12 +208,24 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, json, text }
+        Reply {
+            status,
+            headers,
+            json,
+            text,
+        }
     }
 
     /// Exchanges a jwt-bearer assertion at `path` (form body).
     pub async fn exchange(&self, path: &str, assertion: &str) -> Reply {
-        self.post_form(path, &[("grant_type", lti2::authority::JWT_BEARER), ("assertion", assertion)]).await
+        self.post_form(
+            path,
+            &[
+                ("grant_type", lti2::authority::JWT_BEARER),
+                ("assertion", assertion),
+            ],
+        )
+        .await
     }
 }
 
@@ -185,5 +241,10 @@ pub fn sign_raw(header: &Value, claims: &Value, alg: lti2::jose::Alg, key: &[u8]
 
 /// Signs `claims` with HS256 and the header {"alg":"HS256","typ":"JWT"}.
 pub fn sign(claims: &Value, key: &[u8]) -> String {
-    sign_raw(&serde_json::json!({"alg":"HS256","typ":"JWT"}), claims, lti2::jose::Alg::HS256, key)
+    sign_raw(
+        &serde_json::json!({"alg":"HS256","typ":"JWT"}),
+        claims,
+        lti2::jose::Alg::HS256,
+        key,
+    )
 }
