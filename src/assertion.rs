@@ -89,7 +89,7 @@ pub enum AssertionError {
     #[error("the 'iat' must not be in the future")]
     IatInFuture,
     /// `jti` is not a non-empty string (at most 255 bytes) or an integer.
-    #[error("the 'jti' must be a non-empty string of at most 255 bytes")]
+    #[error("the 'jti' must be a non-empty string of at most 255 bytes, or an integer")]
     BadJti,
     /// This `jti` was already used by this `sub` (checked by the caller's nonce store).
     #[error("the 'jti' is invalid")]

@@ -419,8 +419,18 @@ fn check_secret_len(secret: &str, allow_short: bool, what: &str) -> anyhow::Resu
     Ok(())
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+fn positive(id: i64, what: &str) -> anyhow::Result<()> {
+    if id <= 0 {
+        bail!("the {what} must be a positive integer");
+    }
+    Ok(())
+}
+
+/// Prints JSON to stdout; a closed pipe (`| head`) is not an error.
+pub fn print_json(v: &serde_json::Value) {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v).expect("JSON prints");
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Runs `lti2 admin …`.
@@ -445,12 +455,14 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
         AdminCommand::Account {
             command: AccountCommand::Create { id, name, parent },
         } => {
+            positive(id, "account id")?;
             store.create_account(id, &name, parent, now).await?;
             print_json(&json!({"account": {"id": id, "name": name, "parent_account_id": parent}}));
         }
         AdminCommand::Course {
             command: CourseCommand::Create { id, account, name },
         } => {
+            positive(id, "course id")?;
             store.create_course(id, account, &name, now).await?;
             print_json(&json!({"course": {"id": id, "account_id": account, "name": name}}));
         }

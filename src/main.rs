@@ -13,11 +13,13 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_tracing(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -68,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => {
             init_tracing(LogFormat::Text, "warn");
             let report = lti2::bench::run(&args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            lti2::cli::print_json(&serde_json::to_value(&report)?);
             Ok(if report.non_200 == 0 { 0 } else { 1 })
         }
     }

@@ -69,6 +69,12 @@ async fn admin_commands_work_on_the_live_database() {
             .success(),
         "duplicate account"
     );
+    assert!(
+        !admin(&app, &["account", "create", "--id", "0"])
+            .status
+            .success(),
+        "ids are positive"
+    );
 
     let dk = json_out(&admin(
         &app,
@@ -344,4 +350,40 @@ fn jwt_verify_checks_the_hmac() {
     let bad = lti2(&["jwt", "verify", &t, "--secret", "wrong"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(!lti2(&["jwt", "decode", "not-a-jwt"]).status.success());
+}
+
+#[tokio::test]
+async fn a_closed_stdout_pipe_is_not_a_crash() {
+    let app = live_app().await;
+    let db = format!("sqlite://{}", app.db_path().display());
+    let dir = app.dir.path().display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lti2"))
+        .args([
+            "admin",
+            "--database-url",
+            &db,
+            "--data-dir",
+            &dir,
+            "signing-key",
+            "list",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+}
+
+#[tokio::test]
+async fn the_active_signing_key_cannot_be_removed() {
+    let app = live_app().await;
+    let rotated = json_out(&admin(&app, &["signing-key", "rotate"]));
+    let kid = rotated["kid"].as_str().unwrap();
+    let out = admin(&app, &["signing-key", "remove", kid]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotate first"));
 }

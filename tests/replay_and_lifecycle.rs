@@ -362,3 +362,74 @@ async fn token_response_shape_and_headers() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn only_canonical_context_ids_route_and_other_methods_get_json() {
+    let app = TestApp::spawn(BASE, NOW).await;
+    app.tool_proxy("tp-1", SECRET).await;
+    // A path the tool posts to must be exactly the URL its aud names: no sign, leading zero,
+    // percent-encoding or out-of-range ids (each was once accepted or answered in plain text).
+    for path in [
+        "/api/lti/accounts/01/authorize",
+        "/api/lti/accounts/+1/authorize",
+        "/api/lti/accounts/%31/authorize",
+        "/api/lti/accounts/%ff/authorize",
+        "/api/lti/accounts/0/authorize",
+        "/api/lti/accounts/99999999999999999999/authorize",
+        "/api/lti/accounts/1/authorize/",
+        "/api/lti/accounts/1%2Fauthorize",
+    ] {
+        let r = app
+            .exchange(path, &assertion(&app, "tp-1", "p", SECRET))
+            .await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+        assert_eq!(
+            r.json["errors"][0]["message"], "The specified resource does not exist.",
+            "{path}"
+        );
+        assert_eq!(r.headers["cache-control"], "no-store", "{path}");
+    }
+    let get = app
+        .http
+        .get(format!("{}{PATH}", app.addr))
+        .send()
+        .await
+        .unwrap();
+    let get = TestApp::reply(get).await;
+    assert_eq!(get.status, 405);
+    assert!(get.json["errors"][0]["message"].is_string(), "{}", get.text);
+    // The same jti was never consumed by the refused paths.
+    assert_eq!(
+        app.exchange(PATH, &assertion(&app, "tp-1", "p", SECRET))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn client_request_ids_are_kept_only_when_short_and_printable() {
+    let app = TestApp::spawn(BASE, NOW).await;
+    let health = format!("{}/health", app.addr);
+    let r = app
+        .http
+        .get(&health)
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let long = "x".repeat(500);
+    let r = app
+        .http
+        .get(&health)
+        .header("x-request-id", long.as_str())
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "a long client id is replaced: {id}"
+    );
+}

@@ -5,7 +5,7 @@
 //! renders the RFC 6749 §5.1 response or the §5.2 error, both with `Cache-Control: no-store`.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,13 +16,29 @@ use crate::authority::{Authority, OAuthError, TokenRequest};
 use crate::store::{ContextKind, ContextRef};
 
 /// The account route.
-pub async fn account(State(s): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    handle(&s.authority, ContextKind::Account, &id, req).await
+pub async fn account(State(s): State<AppState>, req: Request) -> Response {
+    handle(&s.authority, ContextKind::Account, req).await
 }
 
 /// The course route.
-pub async fn course(State(s): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    handle(&s.authority, ContextKind::Course, &id, req).await
+pub async fn course(State(s): State<AppState>, req: Request) -> Response {
+    handle(&s.authority, ContextKind::Course, req).await
+}
+
+/// The context id of `/api/lti/{plural}/{id}/authorize`, read from the raw path: a positive
+/// integer in canonical decimal (no sign, no leading zero, no percent-encoding), so that the
+/// URL a tool posts to is exactly the one its `aud` must name.
+fn context_id(path: &str, kind: ContextKind) -> Option<i64> {
+    let id = path
+        .strip_prefix("/api/lti/")?
+        .strip_prefix(kind.plural())?
+        .strip_prefix('/')?
+        .strip_suffix("/authorize")?;
+    let canonical = !id.is_empty()
+        && id.len() <= 18
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && !id.starts_with('0');
+    canonical.then(|| id.parse().ok()).flatten()
 }
 
 /// Renders an OAuth error: Canvas's generic body for 404, RFC 6749 §5.2 JSON otherwise.
@@ -40,8 +56,8 @@ pub fn error_response(e: &OAuthError) -> Response {
     )
 }
 
-async fn handle(authority: &Authority, kind: ContextKind, id: &str, req: Request) -> Response {
-    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+async fn handle(authority: &Authority, kind: ContextKind, req: Request) -> Response {
+    let Some(id) = context_id(req.uri().path(), kind) else {
         return not_found_response();
     };
     let ctx = ContextRef { kind, id };

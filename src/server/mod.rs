@@ -21,8 +21,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::authority::{ensure_signing_key, Authority, AuthorityConfig};
 use crate::clock::SharedClock;
@@ -46,42 +45,108 @@ pub struct AppState {
 
 /// The router with every route and layer.
 pub fn app(state: AppState) -> Router {
-    let x_request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/api/lti/accounts/{id}/authorize", post(authorize::account))
         .route("/api/lti/courses/{id}/authorize", post(authorize::course))
         .route("/health", get(health))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_else(|| "unmatched".into());
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            tracing::info_span!("request", method = %req.method(), route, request_id = id)
-        }))
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(RequestContextLayer)
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id (the client's `x-request-id` when it is short printable ASCII,
+/// else a new UUID), runs it inside a `request` span with the method, the matched route and
+/// the id, logs the status at debug level, and returns the id in the response.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContextLayer;
+
+impl<S> tower::Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext { inner }
+    }
+}
+
+/// The service of [`RequestContextLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RequestContext<S>
+where
+    S: tower::Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let id = req
+            .headers()
+            .get(X_REQUEST_ID)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut buf = uuid::Uuid::encode_buffer();
+                let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+                HeaderValue::from_str(text).expect("a UUID is a header value")
+            });
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched"),
+            request_id = id.to_str().unwrap_or(""),
+        );
+        let fut = span.in_scope(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let mut resp = fut.await?;
+                tracing::debug!(status = resp.status().as_u16(), "response");
+                resp.headers_mut().insert(X_REQUEST_ID, id);
+                Ok(resp)
+            }
+            .instrument(span),
+        )
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Canvas's generic 404 body.
+/// Canvas's generic 404 body (with `Cache-Control: no-store`).
 pub fn not_found_response() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"errors":[{"message":"The specified resource does not exist."}]})),
+    no_store(
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"errors":[{"message":"The specified resource does not exist."}]})),
+        )
+            .into_response(),
     )
-        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    no_store(
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(serde_json::json!({"errors":[{"message":"The method is not allowed for this resource."}]})),
+        )
+            .into_response(),
+    )
 }
 
 async fn not_found() -> Response {
@@ -154,6 +219,9 @@ fn sqlite_parent(url: &str) -> Option<&Path> {
 
 /// Opens the store, makes sure a signing key exists, binds, and serves in the background.
 pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     let store = open_store(&settings).await?;
     if ensure_signing_key(store.as_ref(), clock.now()).await? {
         tracing::warn!(
@@ -164,7 +232,6 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
     // jtis and drops the expired ones, before any request is accepted.
     let purged = store.purge_nonces(clock.now()).await?;
     tracing::debug!(purged, "nonce store ready");
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let base_urls = if settings.base_urls.is_empty() {
         vec![format!("http://{addr}")]

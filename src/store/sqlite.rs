@@ -7,7 +7,7 @@
 //! committed; if the commit fails the pair is released and the request gets an error, never a
 //! token. At start the table is read back into memory, so a jti stays used across restarts.
 //! Only one process may claim nonces on a file: the first claim takes an exclusive lock on
-//! `<database>.nonce-lock` (use PostgreSQL for several instances). `lti2 admin` never claims.
+//! `<database>.nonce-lock` (one server per SQLite file). `lti2 admin` never claims.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -145,7 +145,7 @@ impl SqliteStore {
                             .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))?;
                         f.try_lock().map_err(|_| {
                             StoreError::Invalid(format!(
-                                "another lti2 serve is using this SQLite database ({} is locked); use PostgreSQL to run several instances",
+                                "another lti2 serve is using this SQLite database ({} is locked): one server per SQLite file",
                                 path.display()
                             ))
                         })?;
@@ -234,7 +234,7 @@ impl ContextStore for SqliteStore {
             .bind(now)
             .execute(&self.pool)
             .await
-            .map_err(|e| conflict_or(e, || format!("account {id}"), || format!("parent account {parent:?}")))?;
+            .map_err(|e| conflict_or(e, || format!("account {id}"), || format!("parent account {}", parent.unwrap_or_default())))?;
         Ok(())
     }
 
@@ -302,7 +302,7 @@ impl CredentialStore for SqliteStore {
         .bind(tp.now)
         .execute(&self.pool)
         .await
-        .map_err(|e| conflict_or(e, || format!("tool proxy {}", tp.guid), || format!("developer key {:?}", tp.developer_key_id)))?;
+        .map_err(|e| conflict_or(e, || format!("tool proxy {}", tp.guid), || format!("developer key {}", tp.developer_key_id.unwrap_or_default())))?;
         Ok(())
     }
 
@@ -533,9 +533,13 @@ impl KeyStore for SqliteStore {
         if !exists {
             return Err(StoreError::NotFound(format!("signing key {kid}")));
         }
-        if count <= 1 {
+        let active: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if count <= 1 || active.as_deref() == Some(kid) {
             return Err(StoreError::Invalid(
-                "the last signing key cannot be removed; rotate first".into(),
+                "the active signing key cannot be removed: rotate first, then remove it".into(),
             ));
         }
         sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
