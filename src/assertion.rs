@@ -282,7 +282,9 @@ pub fn check_claims(
 /// `expected` (URLs already passed through [`normalize_url`]). Each claimed value is normalised
 /// the same way before comparing. Any other shape is invalid.
 pub fn aud_contains(aud: &Value, expected: &[String]) -> bool {
-    let matches = |v: &str| normalize_url(v).is_some_and(|n| expected.contains(&n));
+    let matches = |v: &str| {
+        expected.iter().any(|e| e == v) || normalize_url(v).is_some_and(|n| expected.contains(&n))
+    };
     match aud {
         Value::String(s) => matches(s),
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {

@@ -482,7 +482,8 @@ impl Authority {
         {
             return Err(OAuthError::grant(&AssertionError::Replayed));
         }
-        let ring = self.key_ring().await?;
+        // The caches were refreshed by `context_exists` at the start of this request.
+        let ring = self.keys.read().expect("key ring lock").clone();
         let reg_key = req.code.as_deref().unwrap_or(&sub_text);
         let token = ring.mint(&MintRequest {
             sub: &cred.sub,

@@ -12,14 +12,14 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-/// Secret bytes that are wiped on drop and never printed by `Debug`.
+/// Secret bytes that are wiped on drop and never printed by `Debug`. Clones share the bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<Vec<u8>>);
+pub struct Secret(std::sync::Arc<Zeroizing<Vec<u8>>>);
 
 impl Secret {
     /// Wraps bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(std::sync::Arc::new(Zeroizing::new(bytes)))
     }
 
     /// The bytes (the HMAC key).
