@@ -234,6 +234,13 @@ pub fn decode_unchecked(token: &str) -> Result<(JsonObject, JsonObject), JoseErr
     Ok((header, claims))
 }
 
+/// The claims segment of a compact JWS as the exact text that was signed (member order kept),
+/// or `None` when it is not unpadded base64url of UTF-8.
+pub fn payload_text(token: &str) -> Option<String> {
+    let segment = token.split('.').nth(1)?;
+    String::from_utf8(decode_segment(segment, "payload").ok()?).ok()
+}
+
 /// Parses a JSON object, refusing repeated member names at the top level and any trailing
 /// data. Integers stay integers (serde_json keeps `u64`/`i64`), other numbers are `f64`.
 pub fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
