@@ -354,4 +354,118 @@ mod tests {
         assert_eq!(s.token_aud_hosts(), vec!["a.example".to_string()]);
         assert_eq!(strip_port("[::1]:3000"), "[::1]");
     }
+
+    #[test]
+    fn file_then_overrides_in_rising_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lti2.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "0.0.0.0:8080"
+base_url = ["https://LMS.example.edu:443", "https://vanity.example.org"]
+database_url = "sqlite:///var/lib/lti2/lti2.db"
+issuer = "Platform"
+access_token_lifetime = 1800
+max_assertion_lifetime = 120
+allowed_algorithms = ["HS256", "HS512"]
+token_audience = ["Files.example.edu"]
+log_format = "json"
+sqlite_durability = "full"
+cache_refresh_ms = 50
+"#,
+        )
+        .unwrap();
+        let from_file = Settings::resolve(Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            from_file.base_urls,
+            vec!["https://lms.example.edu", "https://vanity.example.org"]
+        );
+        assert_eq!(from_file.issuer, "Platform");
+        assert_eq!(from_file.access_token_lifetime, 1800);
+        assert_eq!(from_file.policy.max_lifetime, 120);
+        assert_eq!(from_file.policy.allowed_algs, vec![Alg::HS256, Alg::HS512]);
+        assert_eq!(from_file.log_format, LogFormat::Json);
+        assert_eq!(from_file.sqlite_durability, Durability::Full);
+        assert_eq!(from_file.cache_refresh, Duration::from_millis(50));
+        assert_eq!(
+            from_file.token_aud_hosts(),
+            vec!["lms.example.edu", "vanity.example.org", "files.example.edu"]
+        );
+        let overridden = Settings::resolve(Overrides {
+            config: Some(path),
+            listen: Some("127.0.0.1:9000".into()),
+            base_url: vec!["http://localhost:9000".into()],
+            max_assertion_lifetime: Some(0),
+            allowed_algorithms: vec!["HS384".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(overridden.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(overridden.base_urls, vec!["http://localhost:9000"]);
+        assert_eq!(overridden.policy.max_lifetime, 0);
+        assert_eq!(overridden.policy.allowed_algs, vec![Alg::HS384]);
+        assert_eq!(
+            overridden.issuer, "Platform",
+            "what no override names comes from the file"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:3000\"\nunknown_key = 1\n").unwrap();
+        let e = Settings::resolve(Overrides {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown_key"), "{e}");
+        for (o, word) in [
+            (
+                Overrides {
+                    listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                Overrides {
+                    allowed_algorithms: vec!["none".into()],
+                    ..Default::default()
+                },
+                "allowed_algorithms",
+            ),
+            (
+                Overrides {
+                    max_assertion_lifetime: Some(-1),
+                    ..Default::default()
+                },
+                "max_assertion_lifetime",
+            ),
+            (
+                Overrides {
+                    log_format: Some("xml".into()),
+                    ..Default::default()
+                },
+                "log_format",
+            ),
+            (
+                Overrides {
+                    base_url: vec!["https://x.example/path".into()],
+                    ..Default::default()
+                },
+                "base_url",
+            ),
+        ] {
+            let e = Settings::resolve(o).unwrap_err();
+            assert!(e.to_string().contains(word), "{e}");
+        }
+    }
 }

@@ -22,17 +22,10 @@ fn logs_hold_no_secrets_and_sigterm_stops_cleanly() {
     let db = format!("sqlite://{}", dir.path().join("lti2.db").display());
     let data = dir.path().display().to_string();
     let mut server = lti2()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db,
-            "--data-dir",
-            &data,
-            "--log-format",
-            "json",
-        ])
+        .args(["serve", "--database-url", &db, "--data-dir", &data])
+        // Settings from LTI2_* variables (the flags above come from the command line).
+        .env("LTI2_LISTEN", "127.0.0.1:0")
+        .env("LTI2_LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
