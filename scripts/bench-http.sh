@@ -9,8 +9,11 @@ CONCURRENCY=${2:-32}
 DURABILITY=${3:-normal}
 PORT=${PORT:-3999}
 SECRET=bench-secret-0123456789abcdef0123456789
-cargo build --release --quiet --bin lti2
-BIN=target/release/lti2
+# BIN=path/to/lti2 benchmarks another build (for A/B comparisons) instead of building.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin lti2
+  BIN=target/release/lti2
+fi
 DIR=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 DB="sqlite://$DIR/bench.db"
