@@ -478,4 +478,55 @@ mod tests {
             Err(AssertionError::BadJti)
         );
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,40}".prop_map(Value::from),
+            Just(json!(T)),
+            (NOW - 400..NOW + 400).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// No claims object, however shaped, makes the checks panic; and an assertion signed
+        /// with the right key either passes or names a check.
+        #[test]
+        fn assertion_checks_never_panic(
+            sub in arb_json(), aud in arb_json(), exp in arb_json(), iat in arb_json(), jti in arb_json(),
+            drop_mask in 0u8..32,
+        ) {
+            let mut c = Map::new();
+            for (i, (k, v)) in [("sub", sub), ("aud", aud), ("exp", exp), ("iat", iat), ("jti", jti)].into_iter().enumerate() {
+                if drop_mask & (1 << i) == 0 {
+                    c.insert(k.to_string(), v);
+                }
+            }
+            let policy = AssertionPolicy::default();
+            let _ = check_claims(&c, &[T.to_string()], &policy, NOW);
+            let token = jose::sign(&json!({"alg":"HS256"}), &Value::Object(c), Alg::HS256, b"k");
+            if let Ok(parsed) = parse(&token, &policy) {
+                let _ = parsed.sub().developer_key_id();
+                let _ = parsed.verify(b"k", &[T.to_string()], &policy, NOW);
+                proptest::prop_assert_eq!(
+                    parsed.verify(b"other", &[T.to_string()], &policy, NOW),
+                    Err(AssertionError::Unverifiable)
+                );
+            }
+        }
+    }
 }
