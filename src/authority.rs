@@ -214,7 +214,7 @@ struct Caches {
 }
 
 struct Refresh {
-    checked: Option<Instant>,
+    checked: Instant,
     epoch: i64,
 }
 
@@ -259,15 +259,10 @@ impl Authority {
             caches: RwLock::new(Caches::default()),
             keys: RwLock::new(Arc::new(ring)),
             refresh: tokio::sync::Mutex::new(Refresh {
-                checked: Some(Instant::now()),
+                checked: Instant::now(),
                 epoch,
             }),
         })
-    }
-
-    /// The settings in force.
-    pub fn config(&self) -> &AuthorityConfig {
-        &self.config
     }
 
     /// The store.
@@ -275,23 +270,10 @@ impl Authority {
         &self.store
     }
 
-    /// The clock.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-
     /// The current key ring.
     pub async fn key_ring(&self) -> Result<Arc<KeyRing>, StoreError> {
         self.refresh_caches().await?;
         Ok(self.keys.read().expect("key ring lock").clone())
-    }
-
-    /// Drops every cache now (after a change this process made).
-    pub async fn invalidate(&self) -> Result<(), StoreError> {
-        let mut r = self.refresh.lock().await;
-        r.checked = None;
-        drop(r);
-        self.refresh_caches().await
     }
 
     async fn refresh_caches(&self) -> Result<(), StoreError> {
@@ -304,17 +286,17 @@ impl Authority {
                 Err(_) => return Ok(()), // another request is refreshing; use what we have
             }
         };
-        if guard.checked.is_some_and(|t| t.elapsed() < interval) {
+        if guard.checked.elapsed() < interval {
             return Ok(());
         }
         let epoch = self.store.change_epoch().await?;
-        if guard.checked.is_none() || epoch != guard.epoch {
+        if epoch != guard.epoch {
             let ring = load_ring(self.store.as_ref()).await?;
             *self.keys.write().expect("key ring lock") = Arc::new(ring);
             *self.caches.write().expect("cache lock") = Caches::default();
             guard.epoch = epoch;
         }
-        guard.checked = Some(Instant::now());
+        guard.checked = Instant::now();
         Ok(())
     }
 
@@ -333,8 +315,9 @@ impl Authority {
         Ok(exists)
     }
 
-    /// A tool proxy by guid, in any state (cached).
-    pub async fn tool_proxy(&self, guid: &str) -> Result<Option<Arc<ToolProxyRecord>>, StoreError> {
+    /// A tool proxy by guid, in any state (cached; the caller refreshed the caches for this
+    /// request, as `authorize` does through `context_exists`).
+    async fn tool_proxy(&self, guid: &str) -> Result<Option<Arc<ToolProxyRecord>>, StoreError> {
         if let Some(hit) = self
             .caches
             .read()
@@ -353,11 +336,8 @@ impl Authority {
         Ok(found)
     }
 
-    /// A developer key by global id, in any state (cached).
-    pub async fn developer_key(
-        &self,
-        id: i64,
-    ) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
+    /// A developer key by global id, in any state (cached; see `tool_proxy`).
+    async fn developer_key(&self, id: i64) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
         if let Some(hit) = self
             .caches
             .read()

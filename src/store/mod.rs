@@ -68,11 +68,6 @@ pub struct ToolService {
     pub action: Vec<String>,
 }
 
-/// Lifecycle of a tool proxy (Canvas `workflow_state`).
-pub const TOOL_PROXY_STATES: [&str; 3] = ["active", "disabled", "deleted"];
-/// Lifecycle of a developer key.
-pub const DEVELOPER_KEY_STATES: [&str; 3] = ["active", "inactive", "deleted"];
-
 /// A tool proxy with its decrypted shared secret.
 #[derive(Debug, Clone)]
 pub struct ToolProxyRecord {
@@ -320,6 +315,4 @@ pub trait Store: ContextStore + CredentialStore + KeyStore + NonceStore {
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.
     async fn change_epoch(&self) -> Result<i64, StoreError>;
-    /// Whether the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
 }
