@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::access_token::{KeyRing, MintRequest, SigningKey};
 use crate::assertion::{self, AssertionError, AssertionPolicy, Subject};
+use crate::bearer::{contract_allows, Authenticated, GateError, Identity, Requirement};
 use crate::clock::SharedClock;
 use crate::secrets::{random_bytes, Secret};
 use crate::store::{ContextRef, DeveloperKeyRecord, Store, StoreError, ToolProxyRecord};
@@ -226,6 +227,8 @@ pub struct Authority {
     caches: RwLock<Caches>,
     keys: RwLock<Arc<KeyRing>>,
     refresh: tokio::sync::Mutex<Refresh>,
+    /// (normalised base URL, its `host[:port]`, its host), in configuration order.
+    bases: Vec<(String, String, String)>,
 }
 
 /// Makes sure the store holds a signing key; returns true when one was generated.
@@ -252,7 +255,17 @@ impl Authority {
     ) -> Result<Self, StoreError> {
         let ring = load_ring(store.as_ref()).await?;
         let epoch = store.change_epoch().await?;
+        let bases = config
+            .base_urls
+            .iter()
+            .map(|b| {
+                let authority = b.split_once("://").map(|(_, a)| a).unwrap_or(b);
+                let host = crate::config::host_of(b).unwrap_or_default();
+                (b.clone(), authority.to_ascii_lowercase(), host)
+            })
+            .collect();
         Ok(Self {
+            bases,
             store,
             clock,
             config,
@@ -268,6 +281,97 @@ impl Authority {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthorityConfig {
+        &self.config
+    }
+
+    /// Now, seconds since the epoch, from the injected clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The configured public base URL a request's `Host` header (`host[:port]`) names: the
+    /// one with the same host and port, else the first with the same host (Canvas compares
+    /// hosts without ports). None when the host is not a configured public host.
+    pub fn base_url_for(&self, host_header: Option<&str>) -> Option<&str> {
+        let h = host_header?.trim().to_ascii_lowercase();
+        let host = crate::config::strip_port(&h);
+        self.bases
+            .iter()
+            .find(|(_, authority, _)| *authority == h)
+            .or_else(|| self.bases.iter().find(|(_, _, bh)| bh == host))
+            .map(|(b, _, _)| b.as_str())
+    }
+
+    /// The first configured public base URL.
+    pub fn primary_base_url(&self) -> &str {
+        self.bases.first().map(|(b, _, _)| b.as_str()).unwrap_or("")
+    }
+
+    /// The bearer gate (see [`crate::bearer`]): verifies `token` for a request addressed to
+    /// `host_header` with `method`, and checks the tool against `req`.
+    ///
+    /// Errors: every [`GateError`] but `Store` is a 401; `Store` (the store could not be
+    /// read) is a 503.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        host_header: Option<&str>,
+        method: &str,
+        req: &Requirement,
+    ) -> Result<Authenticated, GateError> {
+        let token = token.ok_or(GateError::NoToken)?;
+        if token.len() > crate::bearer::MAX_TOKEN_BYTES {
+            return Err(GateError::Token(
+                crate::access_token::AccessTokenError::Malformed(crate::jose::JoseError::Segments),
+            ));
+        }
+        let base = self.base_url_for(host_header).ok_or(GateError::Host)?;
+        let host = crate::config::host_of(base).unwrap_or_default();
+        let ring = self.key_ring().await?;
+        let claims = ring.verify(token, &self.config.issuer, &host, self.clock.now())?;
+        let sub = claims.sub.as_text();
+        let identity = if let Some(tp) = self.tool_proxy(&sub).await? {
+            if tp.workflow_state != "active" {
+                return Err(GateError::ToolProxyNotActive);
+            }
+            if let Some(dk) = tp.developer_key_id {
+                let usable = self
+                    .developer_key(dk)
+                    .await?
+                    .is_some_and(|k| k.workflow_state == "active");
+                if !usable {
+                    return Err(GateError::DeveloperKeyNotActive);
+                }
+            }
+            if !req.tool_proxy {
+                return Err(GateError::WrongSubject);
+            }
+            if !req.services.is_empty() {
+                contract_allows(&tp.tool_service, req.services, method)?;
+            }
+            Identity::ToolProxy(tp)
+        } else if let Some(key) = match claims.sub.developer_key_id() {
+            Some(id) => self.developer_key(id).await?,
+            None => None,
+        } {
+            if key.workflow_state != "active" {
+                return Err(GateError::DeveloperKeyNotActive);
+            }
+            if !req.developer_key {
+                return Err(GateError::WrongSubject);
+            }
+            Identity::DeveloperKey(key.id)
+        } else {
+            if !req.unregistered {
+                return Err(GateError::WrongSubject);
+            }
+            Identity::Unregistered
+        };
+        Ok(Authenticated { claims, identity })
     }
 
     /// The current key ring.

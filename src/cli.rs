@@ -12,9 +12,14 @@ use crate::client::{request_token, system_now, AssertionBuilder, BodyEncoding, C
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Overrides, Settings};
 use crate::jose::{self, Alg};
+use crate::profile::{is_restricted_capability, restricted_capabilities, restricted_services};
+use crate::registration::{auto_submit_form, REGISTRATION_LIFETIME};
 use crate::secrets::{random_bytes, Secret};
 use crate::store::sqlite::Durability;
-use crate::store::{ContextKind, ContextRef, NewRegistration, NewToolProxy, Store, ToolService};
+use crate::store::{
+    ContextKind, ContextRef, NewRegistration, NewToolProxy, Store, ToolConsumerProfileRecord,
+    ToolService,
+};
 
 /// Secrets shorter than this many bytes are refused unless `--allow-short-secret` is given.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -168,6 +173,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: RegistrationCommand,
     },
+    /// Custom tool consumer profiles.
+    Tcp {
+        /// The tcp command.
+        #[command(subcommand)]
+        command: TcpCommand,
+    },
     /// Access-token signing keys.
     SigningKey {
         /// The signing key command.
@@ -224,6 +235,10 @@ pub enum DeveloperKeyCommand {
         /// A name.
         #[arg(long)]
         name: Option<String>,
+        /// The vendor code it registers tools for: tools of this vendor must then be
+        /// registered with one of its keys.
+        #[arg(long)]
+        vendor_code: Option<String>,
         /// Accept a secret shorter than 32 bytes.
         #[arg(long)]
         allow_short_secret: bool,
@@ -289,6 +304,23 @@ pub enum ToolProxyCommand {
     },
     /// List tool proxies (no secrets).
     List,
+    /// Show a tool proxy's registration: contexts, vendor, document, waiting re-registration.
+    Show {
+        /// Its guid.
+        guid: String,
+    },
+    /// Accept a registered tool proxy: it becomes active (Canvas's admin acceptance).
+    Accept {
+        /// Its guid.
+        guid: String,
+    },
+    /// Apply a tool proxy's waiting re-registration (its new document and, with a split
+    /// secret, its new shared secret), then confirm it to the tool with a PUT to its
+    /// VND-IMS-CONFIRM-URL.
+    AcceptUpdate {
+        /// Its guid.
+        guid: String,
+    },
     /// Set a tool proxy's state.
     SetState {
         /// Its guid.
@@ -337,6 +369,50 @@ pub enum RegistrationCommand {
         #[arg(long)]
         allow_short_secret: bool,
     },
+    /// Start a registration (a new reg_key and reg_password, valid for one hour in this
+    /// context) and print the ToolProxyRegistrationRequest launch parameters to post to the
+    /// tool.
+    Start {
+        /// An account context.
+        #[arg(long, conflicts_with = "course", required_unless_present = "course")]
+        account: Option<i64>,
+        /// A course context.
+        #[arg(long)]
+        course: Option<i64>,
+        /// The tool's registration URL (http or https).
+        #[arg(long)]
+        tool_url: String,
+        /// The platform's public base URL (default: the configured one, else
+        /// http://127.0.0.1:3000).
+        #[arg(long, env = "LTI2_BASE_URL")]
+        base_url: Option<String>,
+        /// Print an HTML page that posts the parameters to the tool when opened in a browser.
+        #[arg(long)]
+        html: bool,
+    },
+}
+
+/// `admin tcp …`.
+#[derive(Debug, Subcommand)]
+pub enum TcpCommand {
+    /// Create a developer key's custom tool consumer profile: the restricted services and
+    /// capabilities it unlocks (default: all of them).
+    Create {
+        /// The developer key.
+        #[arg(long)]
+        developer_key: i64,
+        /// Its uuid (default: a new UUID).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// A restricted service, e.g. vnd.Canvas.OriginalityReport (repeatable).
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// A restricted capability, e.g. Canvas.placements.similarityDetection (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// List custom tool consumer profiles.
+    List,
 }
 
 /// `admin signing-key …`.
@@ -447,10 +523,29 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let store = crate::server::open_store(&settings).await?;
     let now = SystemClock.now();
     ensure_signing_key(store.as_ref(), now).await?;
-    run_admin(store, args.command, now).await
+    run_admin(store, &settings, args.command, now).await
 }
 
-async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow::Result<()> {
+fn context_of(account: Option<i64>, course: Option<i64>) -> anyhow::Result<ContextRef> {
+    match (account, course) {
+        (Some(id), None) => Ok(ContextRef {
+            kind: ContextKind::Account,
+            id,
+        }),
+        (None, Some(id)) => Ok(ContextRef {
+            kind: ContextKind::Course,
+            id,
+        }),
+        _ => bail!("give exactly one of --account or --course"),
+    }
+}
+
+async fn run_admin(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    cmd: AdminCommand,
+    now: i64,
+) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Account {
             command: AccountCommand::Create { id, name, parent },
@@ -471,6 +566,7 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                 id,
                 secret,
                 name,
+                vendor_code,
                 allow_short_secret,
             } => {
                 let secret = match secret {
@@ -488,8 +584,11 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                         now,
                     )
                     .await?;
+                if let Some(code) = vendor_code.as_deref().filter(|c| !c.trim().is_empty()) {
+                    store.set_developer_key_vendor_code(id, Some(code)).await?;
+                }
                 print_json(
-                    &json!({"id": id, "secret": secret, "name": name, "workflow_state": "active"}),
+                    &json!({"id": id, "secret": secret, "name": name, "vendor_code": vendor_code, "workflow_state": "active"}),
                 );
             }
             DeveloperKeyCommand::List => print_json(&json!(store.list_developer_keys().await?)),
@@ -537,6 +636,40 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                 );
             }
             ToolProxyCommand::List => print_json(&json!(store.list_tool_proxies().await?)),
+            ToolProxyCommand::Show { guid } => {
+                let detail = store
+                    .tool_proxy_detail(&guid)
+                    .await?
+                    .with_context(|| format!("no tool proxy {guid}"))?;
+                let parse = |s: &Option<String>| {
+                    s.as_deref()
+                        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                };
+                print_json(&json!({
+                    "guid": detail.guid,
+                    "workflow_state": detail.workflow_state,
+                    "developer_key_id": detail.developer_key_id,
+                    "vendor_code": detail.vendor_code,
+                    "product_code": detail.product_code,
+                    "contexts": detail.contexts,
+                    "tool_proxy": parse(&detail.raw_data),
+                    "update_pending": parse(&detail.update_payload),
+                }));
+            }
+            ToolProxyCommand::Accept { guid } => {
+                let detail = store
+                    .tool_proxy_detail(&guid)
+                    .await?
+                    .with_context(|| format!("no tool proxy {guid}"))?;
+                if detail.workflow_state == "deleted" {
+                    bail!("tool proxy {guid} is deleted");
+                }
+                store.set_tool_proxy_state(&guid, "active", now).await?;
+                print_json(&json!({"guid": guid, "workflow_state": "active"}));
+            }
+            ToolProxyCommand::AcceptUpdate { guid } => {
+                accept_update(store.as_ref(), &guid, now).await?;
+            }
             ToolProxyCommand::SetState { guid, state } => {
                 store
                     .set_tool_proxy_state(&guid, state.as_str(), now)
@@ -555,18 +688,8 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                 },
         } => {
             check_secret_len(&reg_password, allow_short_secret, "reg_password")?;
-            let context = match (account, course) {
-                (Some(id), None) => ContextRef {
-                    kind: ContextKind::Account,
-                    id,
-                },
-                (None, Some(id)) => ContextRef {
-                    kind: ContextKind::Course,
-                    id,
-                },
-                _ => bail!("give exactly one of --account or --course"),
-            };
-            let expires_at = now + 3600;
+            let context = context_of(account, course)?;
+            let expires_at = now + REGISTRATION_LIFETIME;
             store
                 .create_registration(NewRegistration {
                     reg_key: reg_key.clone(),
@@ -579,6 +702,97 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
                 .await?;
             print_json(&json!({"reg_key": reg_key, "context": context, "expires_at": expires_at}));
         }
+        AdminCommand::Registration {
+            command:
+                RegistrationCommand::Start {
+                    account,
+                    course,
+                    tool_url,
+                    base_url,
+                    html,
+                },
+        } => {
+            let context = context_of(account, course)?;
+            let base_url = match base_url {
+                Some(b) => crate::config::parse_base_url(&b)?,
+                None => settings
+                    .base_urls
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("http://{}", settings.listen)),
+            };
+            let launch =
+                crate::registration::start(store.as_ref(), context, &tool_url, &base_url, now)
+                    .await?;
+            let params = launch.params;
+            if html {
+                use std::io::Write;
+                let _ = write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    auto_submit_form(&tool_url, &params)
+                );
+            } else {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in &params {
+                    obj.insert((*k).to_owned(), json!(v));
+                }
+                print_json(&json!({
+                    "tool_url": tool_url,
+                    "expires_at": launch.expires_at,
+                    "launch_params": obj,
+                }));
+            }
+        }
+        AdminCommand::Tcp { command } => match command {
+            TcpCommand::Create {
+                developer_key,
+                uuid,
+                services,
+                capabilities,
+            } => {
+                let services = if services.is_empty() && capabilities.is_empty() {
+                    restricted_services().map(str::to_owned).collect()
+                } else {
+                    services
+                };
+                let capabilities = if capabilities.is_empty() {
+                    restricted_capabilities().map(str::to_owned).collect()
+                } else {
+                    capabilities
+                };
+                for s in &services {
+                    if !restricted_services().any(|r| r == s) {
+                        bail!(
+                            "'{s}' is not a restricted service; choose from: {}",
+                            restricted_services().collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                }
+                for c in &capabilities {
+                    if !is_restricted_capability(c) {
+                        bail!(
+                            "'{c}' is not a restricted capability; choose from: {}",
+                            restricted_capabilities().collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                }
+                let uuid = uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                if uuid.is_empty() || uuid.contains(['/', '?', '#', ' ']) {
+                    bail!("the uuid must be one URL path segment");
+                }
+                let tcp = ToolConsumerProfileRecord {
+                    uuid,
+                    developer_key_id: developer_key,
+                    services,
+                    capabilities,
+                    created_at: now,
+                };
+                store.create_tool_consumer_profile(&tcp).await?;
+                print_json(&json!(tcp));
+            }
+            TcpCommand::List => print_json(&json!(store.list_tool_consumer_profiles().await?)),
+        },
         AdminCommand::SigningKey { command } => match command {
             SigningKeyCommand::Rotate => {
                 let key = new_signing_key();
@@ -592,6 +806,25 @@ async fn run_admin(store: Arc<dyn Store>, cmd: AdminCommand, now: i64) -> anyhow
             }
         },
     }
+    Ok(())
+}
+
+/// Applies a waiting re-registration, then confirms it to the tool (PUT to its
+/// `VND-IMS-CONFIRM-URL`, 10 s timeout); prints what happened.
+async fn accept_update(store: &dyn Store, guid: &str, now: i64) -> anyhow::Result<()> {
+    let ack_url = crate::registration::accept_update(store, guid, now).await?;
+    let ack = match reqwest::Client::new()
+        .put(&ack_url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            json!({"url": ack_url, "status": r.status().as_u16(), "ok": r.status().is_success()})
+        }
+        Err(e) => json!({"url": ack_url, "ok": false, "error": e.to_string()}),
+    };
+    print_json(&json!({"guid": guid, "update_applied": true, "acknowledgement": ack}));
     Ok(())
 }
 

@@ -314,6 +314,84 @@ impl TokenClient {
     }
 }
 
+/// What the platform answers a tool proxy registration with (IMS `ToolProxyId`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ToolProxyId {
+    /// The tool proxy's guid (the registration's reg_key).
+    pub tool_proxy_guid: String,
+    /// The platform's half of a split secret (128 hex characters), when the tool asked for one.
+    pub tc_half_shared_secret: Option<String>,
+}
+
+/// A new `tp_half_shared_secret`: 64 random bytes as 128 lowercase hex characters.
+pub fn new_tp_half() -> String {
+    hex::encode(crate::secrets::random_bytes(64))
+}
+
+/// The shared secret of a split-secret tool proxy: `tc_half` followed by `tp_half` (IMS LTI 2.0
+/// `Security.splitSecret`), the HMAC key of its assertions.
+pub fn split_secret(tc_half: &str, tp_half: &str) -> Vec<u8> {
+    format!("{tc_half}{tp_half}").into_bytes()
+}
+
+async fn json_reply(resp: reqwest::Response, ok: u16) -> Result<Value, ClientError> {
+    let status = resp.status().as_u16();
+    let body = resp.text().await?;
+    if status != ok {
+        return Err(ClientError::Refused { status, body });
+    }
+    serde_json::from_str(&body).map_err(|_| ClientError::Refused { status, body })
+}
+
+/// `GET` a tool consumer profile (`tc_profile_url`), with an access token when given (a
+/// developer key's token unlocks its custom profile).
+pub async fn fetch_tool_consumer_profile(
+    http: &reqwest::Client,
+    url: &str,
+    access_token: Option<&str>,
+) -> Result<Value, ClientError> {
+    let mut req = http.get(url);
+    if let Some(t) = access_token {
+        req = req.bearer_auth(t);
+    }
+    json_reply(req.send().await?, 200).await
+}
+
+/// `POST`s a ToolProxy document to the platform's `ToolProxy.collection` endpoint
+/// (`tool_proxy_url`) with the registration's access token; 201 gives the guid and, for a
+/// split secret, the platform's half.
+pub async fn register_tool_proxy(
+    http: &reqwest::Client,
+    url: &str,
+    access_token: &str,
+    tool_proxy: &Value,
+) -> Result<ToolProxyId, ClientError> {
+    let resp = http
+        .post(url)
+        .bearer_auth(access_token)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            crate::tool_proxy::CONTENT_TYPE,
+        )
+        .body(tool_proxy.to_string())
+        .send()
+        .await?;
+    let v = json_reply(resp, 201).await?;
+    serde_json::from_value(v.clone()).map_err(|_| ClientError::Refused {
+        status: 201,
+        body: v.to_string(),
+    })
+}
+
+/// `GET`s a guarded API URL with an access token; the JSON body of a 200.
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    access_token: &str,
+) -> Result<Value, ClientError> {
+    json_reply(http.get(url).bearer_auth(access_token).send().await?, 200).await
+}
+
 /// The current time from the system clock (for the CLI).
 pub fn system_now() -> i64 {
     SystemClock.now()

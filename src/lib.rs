@@ -14,7 +14,12 @@
 //! * [`access_token`]: minting and verifying access tokens with a key ring.
 //! * [`secrets`]: the master key and encryption of secrets at rest.
 //! * [`store`]: persistence behind traits (SQLite now), with the group-commit nonce store.
-//! * [`authority`]: the authorize use case: credential lookup, validation, replay, minting.
+//! * [`authority`]: the authorize use case: credential lookup, validation, replay, minting;
+//!   and the bearer gate of the APIs.
+//! * [`bearer`]: the bearer gate's rules (token extraction, service and method checks).
+//! * [`profile`]: the IMS LTI 2.0 tool consumer profile.
+//! * [`tool_proxy`]: ToolProxy documents: reading and validating them for registration.
+//! * [`registration`]: registration launches (`ToolProxyRegistrationRequest` parameters).
 //! * [`server`]: the axum HTTP service.
 //! * [`config`]: settings from a TOML file, `LTI2_…` environment variables and flags.
 //! * [`client`]: the tool side: an assertion builder and a caching token client.
@@ -23,12 +28,16 @@
 pub mod access_token;
 pub mod assertion;
 pub mod authority;
+pub mod bearer;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod jose;
+pub mod profile;
+pub mod registration;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tool_proxy;

@@ -3,6 +3,10 @@
 //! Routes:
 //! * `POST /api/lti/accounts/{id}/authorize`, `POST /api/lti/courses/{id}/authorize`: the token
 //!   endpoint ([`authorize`]).
+//! * `GET /api/lti/{accounts|courses}/{id}/tool_consumer_profile[/{uuid}]`,
+//!   `POST /api/lti/{accounts|courses}/{id}/tool_proxy`, `GET /api/lti/tool_proxy/{guid}`,
+//!   `GET /{accounts|courses}/{id}/lti/registration_return`: LTI 2 registration ([`lti`]),
+//!   behind the bearer gate ([`gate`]).
 //! * `GET /health`: alive.
 //!
 //! Every request gets an `x-request-id` (kept if the client sent one) and a tracing span with
@@ -31,6 +35,8 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
 pub mod authorize;
+pub mod gate;
+pub mod lti;
 pub mod params;
 
 /// Largest request body accepted on the authorize routes.
@@ -48,6 +54,39 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/lti/accounts/{id}/authorize", post(authorize::account))
         .route("/api/lti/courses/{id}/authorize", post(authorize::course))
+        .route(
+            "/api/lti/accounts/{id}/tool_consumer_profile",
+            get(lti::account_profile),
+        )
+        .route(
+            "/api/lti/accounts/{id}/tool_consumer_profile/{uuid}",
+            get(lti::account_profile),
+        )
+        .route(
+            "/api/lti/courses/{id}/tool_consumer_profile",
+            get(lti::course_profile),
+        )
+        .route(
+            "/api/lti/courses/{id}/tool_consumer_profile/{uuid}",
+            get(lti::course_profile),
+        )
+        .route(
+            "/api/lti/accounts/{id}/tool_proxy",
+            post(lti::account_tool_proxy),
+        )
+        .route(
+            "/api/lti/courses/{id}/tool_proxy",
+            post(lti::course_tool_proxy),
+        )
+        .route("/api/lti/tool_proxy/{guid}", get(lti::show_tool_proxy))
+        .route(
+            "/accounts/{id}/lti/registration_return",
+            get(lti::registration_return),
+        )
+        .route(
+            "/courses/{id}/lti/registration_return",
+            get(lti::registration_return),
+        )
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

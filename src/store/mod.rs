@@ -189,6 +189,143 @@ pub struct NewRegistration {
     pub expires_at: i64,
 }
 
+/// An account as the tool consumer profile names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountInfo {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its opaque uuid (Canvas `lti_guid`, `ext_tool_consumer_instance_guid`).
+    pub uuid: String,
+}
+
+/// A custom tool consumer profile (Canvas `Lti::ToolConsumerProfile`): the restricted
+/// services and capabilities one developer key unlocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolConsumerProfileRecord {
+    /// Its uuid (the last segment of its URL).
+    pub uuid: String,
+    /// The developer key it belongs to (at most one profile per key).
+    pub developer_key_id: i64,
+    /// Extra service ids, e.g. `vnd.Canvas.OriginalityReport`.
+    pub services: Vec<String>,
+    /// Extra capabilities, e.g. `Canvas.placements.similarityDetection`.
+    pub capabilities: Vec<String>,
+    /// Created, seconds since the epoch.
+    pub created_at: i64,
+}
+
+/// The vendor and product of a registered tool (Canvas `Lti::ProductFamily`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductFamilySpec {
+    /// `tool_profile.product_instance.product_info.product_family.vendor.code`.
+    pub vendor_code: String,
+    /// `…product_family.code`.
+    pub product_code: String,
+    /// The vendor's name.
+    pub vendor_name: String,
+    /// The vendor's description.
+    pub vendor_description: Option<String>,
+    /// The vendor's website.
+    pub website: Option<String>,
+    /// The vendor's contact e-mail.
+    pub vendor_email: Option<String>,
+}
+
+/// A message handler of a resource handler (IMS LTI 2.0 `message`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageHandlerSpec {
+    /// e.g. `basic-lti-launch-request`.
+    pub message_type: String,
+    /// The base URL followed by the message's path.
+    pub launch_path: String,
+    /// Its `enabled_capability`.
+    pub capabilities: Vec<String>,
+    /// Its `parameter` list, as sent.
+    pub parameters: serde_json::Value,
+    /// Canvas placements from its capabilities (e.g. `similarity_detection`).
+    pub placements: Vec<String>,
+}
+
+/// A resource handler (IMS LTI 2.0 `resource_handler`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceHandlerSpec {
+    /// `resource_type.code`, unique within the tool proxy.
+    pub resource_type_code: String,
+    /// `resource_name.default_value`.
+    pub name: String,
+    /// `description.default_value`.
+    pub description: Option<String>,
+    /// Its message handlers.
+    pub messages: Vec<MessageHandlerSpec>,
+}
+
+/// What a tool proxy's document says, as stored when it registers or an update is accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolProxyContent {
+    /// The product name.
+    pub name: String,
+    /// The product description.
+    pub description: Option<String>,
+    /// The product version.
+    pub product_version: Option<String>,
+    /// `LTI-2p0`.
+    pub lti_version: String,
+    /// The tool proxy's `enabled_capability`.
+    pub enabled_capability: Vec<String>,
+    /// The security contract's services.
+    pub tool_service: Vec<ToolService>,
+    /// Its resource handlers.
+    pub resource_handlers: Vec<ResourceHandlerSpec>,
+    /// The ToolProxy JSON as the tool sent it.
+    pub raw_data: String,
+}
+
+/// A tool proxy created by registration (Canvas `ToolProxyService#process_tool_proxy_json`).
+#[derive(Debug, Clone)]
+pub struct RegisteredToolProxy {
+    /// The guid: the registration's reg_key, which is consumed in the same transaction.
+    pub guid: String,
+    /// The context the registration belongs to; the tool proxy is bound to it.
+    pub context: ContextRef,
+    /// The developer key that registered it, if any.
+    pub developer_key_id: Option<i64>,
+    /// Vendor and product.
+    pub product_family: ProductFamilySpec,
+    /// The registration URL (the tool's).
+    pub registration_url: Option<String>,
+    /// The shared secret (for split secrets `tc_half ‖ tp_half`).
+    pub shared_secret: Secret,
+    /// The document's content.
+    pub content: ToolProxyContent,
+    /// Seconds since the epoch.
+    pub now: i64,
+}
+
+/// A tool proxy's registration details (no secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolProxyDetail {
+    /// The guid.
+    pub guid: String,
+    /// Its state.
+    pub workflow_state: String,
+    /// The developer key of its product family.
+    pub developer_key_id: Option<i64>,
+    /// Vendor code, when it was registered.
+    pub vendor_code: Option<String>,
+    /// Product code, when it was registered.
+    pub product_code: Option<String>,
+    /// The contexts it is bound to.
+    pub contexts: Vec<ContextRef>,
+    /// The ToolProxy JSON, when it was registered (not created by the console).
+    pub raw_data: Option<String>,
+    /// A re-registration waiting for acceptance:
+    /// `{"acknowledgement_url", "payload", "tc_half_shared_secret"?}` (the secret half is
+    /// not kept here; it is sealed apart).
+    pub update_payload: Option<String>,
+}
+
 /// A signing key as listed (no key bytes).
 #[derive(Debug, Clone, Serialize)]
 pub struct SigningKeySummary {
@@ -247,6 +384,8 @@ pub trait ContextStore: Send + Sync {
         name: &str,
         now: i64,
     ) -> Result<(), StoreError>;
+    /// The root account of an account or course (the account itself when it has no parent).
+    async fn root_account(&self, ctx: ContextRef) -> Result<Option<AccountInfo>, StoreError>;
 }
 
 /// Tool proxies, developer keys and registrations.
@@ -285,6 +424,70 @@ pub trait CredentialStore: Send + Sync {
     async fn registration(&self, reg_key: &str) -> Result<Option<RegistrationRecord>, StoreError>;
 }
 
+/// LTI 2 registration: custom tool consumer profiles, registered tool proxies and their
+/// re-registrations.
+#[async_trait]
+pub trait RegistrationStore: Send + Sync {
+    /// Sets the vendor code a developer key registers tools for. Errors: `NotFound`.
+    async fn set_developer_key_vendor_code(
+        &self,
+        id: i64,
+        vendor_code: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// The developer keys with this vendor code.
+    async fn developer_keys_with_vendor_code(
+        &self,
+        vendor_code: &str,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Creates a custom profile. Errors: `Conflict` (uuid, or the key has one), `NotFound` (key).
+    async fn create_tool_consumer_profile(
+        &self,
+        tcp: &ToolConsumerProfileRecord,
+    ) -> Result<(), StoreError>;
+    /// A custom profile by uuid.
+    async fn tool_consumer_profile(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<ToolConsumerProfileRecord>, StoreError>;
+    /// The custom profile of a developer key.
+    async fn tool_consumer_profile_for_developer_key(
+        &self,
+        developer_key_id: i64,
+    ) -> Result<Option<ToolConsumerProfileRecord>, StoreError>;
+    /// Every custom profile.
+    async fn list_tool_consumer_profiles(
+        &self,
+    ) -> Result<Vec<ToolConsumerProfileRecord>, StoreError>;
+    /// In one transaction: consumes the registration `guid` (it must be live, unconsumed and of
+    /// `context` at `now`), finds or creates the product family, creates the tool proxy
+    /// (`disabled`), its resource and message handlers, and its binding to the context.
+    /// Errors: `Conflict` when the registration is not live any more or the guid is taken
+    /// (nothing is written).
+    async fn register_tool_proxy(&self, tp: RegisteredToolProxy) -> Result<(), StoreError>;
+    /// A tool proxy's registration details.
+    async fn tool_proxy_detail(&self, guid: &str) -> Result<Option<ToolProxyDetail>, StoreError>;
+    /// Stores a re-registration for the admin to accept (replacing one already waiting).
+    /// `payload` is `{"acknowledgement_url", "payload", …}`; `secret` the new shared secret
+    /// when the tool uses a split secret. Errors: `NotFound`.
+    async fn stage_tool_proxy_update(
+        &self,
+        guid: &str,
+        payload: &str,
+        secret: Option<&Secret>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Applies the waiting re-registration, which must still be `expected_payload`: the new
+    /// content, handlers and (if one was staged) shared secret, in one transaction; clears it.
+    /// Errors: `NotFound`; `Invalid` when no such update is waiting.
+    async fn apply_tool_proxy_update(
+        &self,
+        guid: &str,
+        expected_payload: &str,
+        content: &ToolProxyContent,
+        now: i64,
+    ) -> Result<(), StoreError>;
+}
+
 /// The access-token signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
@@ -311,7 +514,9 @@ pub trait NonceStore: Send + Sync {
 
 /// Everything the service stores.
 #[async_trait]
-pub trait Store: ContextStore + CredentialStore + KeyStore + NonceStore {
+pub trait Store:
+    ContextStore + CredentialStore + RegistrationStore + KeyStore + NonceStore
+{
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.
     async fn change_epoch(&self) -> Result<i64, StoreError>;

@@ -256,6 +256,359 @@ impl ContextStore for SqliteStore {
             })?;
         Ok(())
     }
+
+    async fn root_account(&self, ctx: ContextRef) -> Result<Option<AccountInfo>, StoreError> {
+        let start: Option<i64> = match ctx.kind {
+            ContextKind::Account => Some(ctx.id),
+            ContextKind::Course => {
+                sqlx::query_scalar("SELECT account_id FROM courses WHERE id = ?")
+                    .bind(ctx.id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        let Some(start) = start else { return Ok(None) };
+        let row = sqlx::query(
+            "WITH RECURSIVE chain(id, parent, depth) AS (SELECT id, parent_account_id, 0 FROM accounts WHERE id = ? UNION ALL SELECT a.id, a.parent_account_id, c.depth + 1 FROM accounts a JOIN chain c ON a.id = c.parent WHERE c.depth < 64) SELECT a.id, a.name, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1",
+        )
+        .bind(start)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| AccountInfo {
+            id: r.get(0),
+            name: r.get(1),
+            uuid: r.get(2),
+        }))
+    }
+}
+
+#[async_trait]
+impl RegistrationStore for SqliteStore {
+    async fn set_developer_key_vendor_code(
+        &self,
+        id: i64,
+        vendor_code: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE developer_keys SET vendor_code = ? WHERE id = ?")
+            .bind(vendor_code)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("developer key {id}")));
+        }
+        Ok(())
+    }
+
+    async fn developer_keys_with_vendor_code(
+        &self,
+        vendor_code: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM developer_keys WHERE vendor_code = ? ORDER BY id")
+                .bind(vendor_code)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_tool_consumer_profile(
+        &self,
+        tcp: &ToolConsumerProfileRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tool_consumer_profiles (uuid, developer_key_id, services, capabilities, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&tcp.uuid)
+            .bind(tcp.developer_key_id)
+            .bind(serde_json::to_string(&tcp.services).expect("strings serialise"))
+            .bind(serde_json::to_string(&tcp.capabilities).expect("strings serialise"))
+            .bind(tcp.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                conflict_or(
+                    e,
+                    || format!("a tool consumer profile with uuid {} or for developer key {}", tcp.uuid, tcp.developer_key_id),
+                    || format!("developer key {}", tcp.developer_key_id),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn tool_consumer_profile(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<ToolConsumerProfileRecord>, StoreError> {
+        let row = sqlx::query("SELECT uuid, developer_key_id, services, capabilities, created_at FROM tool_consumer_profiles WHERE uuid = ?")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(tcp_row))
+    }
+
+    async fn tool_consumer_profile_for_developer_key(
+        &self,
+        developer_key_id: i64,
+    ) -> Result<Option<ToolConsumerProfileRecord>, StoreError> {
+        let row = sqlx::query("SELECT uuid, developer_key_id, services, capabilities, created_at FROM tool_consumer_profiles WHERE developer_key_id = ?")
+            .bind(developer_key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(tcp_row))
+    }
+
+    async fn list_tool_consumer_profiles(
+        &self,
+    ) -> Result<Vec<ToolConsumerProfileRecord>, StoreError> {
+        let rows = sqlx::query("SELECT uuid, developer_key_id, services, capabilities, created_at FROM tool_consumer_profiles ORDER BY created_at, uuid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(tcp_row).collect())
+    }
+
+    async fn register_tool_proxy(&self, tp: RegisteredToolProxy) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query(
+            "UPDATE registrations SET consumed_at = ? WHERE reg_key = ? AND context_type = ? AND context_id = ? AND consumed_at IS NULL AND expires_at > ?",
+        )
+        .bind(tp.now)
+        .bind(&tp.guid)
+        .bind(tp.context.kind.as_str())
+        .bind(tp.context.id)
+        .bind(tp.now)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "a live registration {}",
+                tp.guid
+            )));
+        }
+        let pf = &tp.product_family;
+        let family_id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM product_families WHERE vendor_code = ? AND product_code = ? AND ifnull(developer_key_id, 0) = ifnull(?, 0)",
+        )
+        .bind(&pf.vendor_code)
+        .bind(&pf.product_code)
+        .bind(tp.developer_key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let family_id = match family_id {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "INSERT INTO product_families (vendor_code, product_code, developer_key_id, vendor_name, vendor_description, website, vendor_email, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&pf.vendor_code)
+            .bind(&pf.product_code)
+            .bind(tp.developer_key_id)
+            .bind(&pf.vendor_name)
+            .bind(&pf.vendor_description)
+            .bind(&pf.website)
+            .bind(&pf.vendor_email)
+            .bind(tp.now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, || "product family".into(), || format!("developer key {}", tp.developer_key_id.unwrap_or_default())))?,
+        };
+        let sealed = self
+            .master
+            .seal(&ctx_aad("tool_proxy", &tp.guid), tp.shared_secret.expose());
+        let c = &tp.content;
+        sqlx::query(
+            "INSERT INTO tool_proxies (guid, secret_enc, workflow_state, enabled_capability, tool_service, developer_key_id, created_at, updated_at, product_family_id, name, description, product_version, lti_version, registration_url, raw_data) VALUES (?, ?, 'disabled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&tp.guid)
+        .bind(sealed)
+        .bind(serde_json::to_string(&c.enabled_capability).expect("strings serialise"))
+        .bind(serde_json::to_string(&c.tool_service).expect("services serialise"))
+        .bind(tp.developer_key_id)
+        .bind(tp.now)
+        .bind(tp.now)
+        .bind(family_id)
+        .bind(&c.name)
+        .bind(&c.description)
+        .bind(&c.product_version)
+        .bind(&c.lti_version)
+        .bind(&tp.registration_url)
+        .bind(&c.raw_data)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("tool proxy {}", tp.guid), || format!("developer key {}", tp.developer_key_id.unwrap_or_default())))?;
+        insert_handlers(&mut tx, &tp.guid, &c.resource_handlers).await?;
+        sqlx::query("INSERT INTO tool_proxy_bindings (tool_proxy_guid, context_type, context_id, enabled, created_at) VALUES (?, ?, ?, 1, ?)")
+            .bind(&tp.guid)
+            .bind(tp.context.kind.as_str())
+            .bind(tp.context.id)
+            .bind(tp.now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tool_proxy_detail(&self, guid: &str) -> Result<Option<ToolProxyDetail>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tp.guid, tp.workflow_state, tp.developer_key_id, pf.vendor_code, pf.product_code, tp.raw_data, tp.update_payload FROM tool_proxies tp LEFT JOIN product_families pf ON pf.id = tp.product_family_id WHERE tp.guid = ?",
+        )
+        .bind(guid)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let bindings = sqlx::query(
+            "SELECT context_type, context_id FROM tool_proxy_bindings WHERE tool_proxy_guid = ? AND enabled = 1 ORDER BY id",
+        )
+        .bind(guid)
+        .fetch_all(&self.pool)
+        .await?;
+        let contexts = bindings
+            .into_iter()
+            .filter_map(|b| {
+                let kind: String = b.get(0);
+                Some(ContextRef {
+                    kind: ContextKind::parse(&kind)?,
+                    id: b.get(1),
+                })
+            })
+            .collect();
+        Ok(Some(ToolProxyDetail {
+            guid: row.get(0),
+            workflow_state: row.get(1),
+            developer_key_id: row.get(2),
+            vendor_code: row.get(3),
+            product_code: row.get(4),
+            contexts,
+            raw_data: row.get(5),
+            update_payload: row.get(6),
+        }))
+    }
+
+    async fn stage_tool_proxy_update(
+        &self,
+        guid: &str,
+        payload: &str,
+        secret: Option<&Secret>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = secret.map(|s| {
+            self.master
+                .seal(&ctx_aad("tool_proxy_update", guid), s.expose())
+        });
+        let done = sqlx::query(
+            "UPDATE tool_proxies SET update_payload = ?, update_secret_enc = ?, updated_at = ? WHERE guid = ?",
+        )
+        .bind(payload)
+        .bind(sealed)
+        .bind(now)
+        .bind(guid)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tool proxy {guid}")));
+        }
+        Ok(())
+    }
+
+    async fn apply_tool_proxy_update(
+        &self,
+        guid: &str,
+        expected_payload: &str,
+        content: &ToolProxyContent,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT update_payload, update_secret_enc FROM tool_proxies WHERE guid = ?",
+        )
+        .bind(guid)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("tool proxy {guid}")))?;
+        let staged: Option<String> = row.get(0);
+        if staged.as_deref() != Some(expected_payload) {
+            return Err(StoreError::Invalid(format!(
+                "tool proxy {guid} has no such re-registration waiting"
+            )));
+        }
+        let sealed: Option<Vec<u8>> = row.get(1);
+        let secret = match sealed {
+            Some(s) => {
+                let secret = self.open_secret(&ctx_aad("tool_proxy_update", guid), &s)?;
+                Some(
+                    self.master
+                        .seal(&ctx_aad("tool_proxy", guid), secret.expose()),
+                )
+            }
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE tool_proxies SET secret_enc = coalesce(?, secret_enc), enabled_capability = ?, tool_service = ?, name = ?, description = ?, product_version = ?, lti_version = ?, raw_data = ?, update_payload = NULL, update_secret_enc = NULL, updated_at = ? WHERE guid = ?",
+        )
+        .bind(secret)
+        .bind(serde_json::to_string(&content.enabled_capability).expect("strings serialise"))
+        .bind(serde_json::to_string(&content.tool_service).expect("services serialise"))
+        .bind(&content.name)
+        .bind(&content.description)
+        .bind(&content.product_version)
+        .bind(&content.lti_version)
+        .bind(&content.raw_data)
+        .bind(now)
+        .bind(guid)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM resource_handlers WHERE tool_proxy_guid = ?")
+            .bind(guid)
+            .execute(&mut *tx)
+            .await?;
+        insert_handlers(&mut tx, guid, &content.resource_handlers).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn tcp_row(r: sqlx::sqlite::SqliteRow) -> ToolConsumerProfileRecord {
+    ToolConsumerProfileRecord {
+        uuid: r.get(0),
+        developer_key_id: r.get(1),
+        services: json_list(r.get(2)),
+        capabilities: json_list(r.get(3)),
+        created_at: r.get(4),
+    }
+}
+
+async fn insert_handlers(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    guid: &str,
+    handlers: &[ResourceHandlerSpec],
+) -> Result<(), StoreError> {
+    for rh in handlers {
+        let rh_id: i64 = sqlx::query_scalar(
+            "INSERT INTO resource_handlers (tool_proxy_guid, resource_type_code, name, description) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(guid)
+        .bind(&rh.resource_type_code)
+        .bind(&rh.name)
+        .bind(&rh.description)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| {
+            conflict_or(
+                e,
+                || format!("resource handler {}", rh.resource_type_code),
+                String::new,
+            )
+        })?;
+        for mh in &rh.messages {
+            sqlx::query("INSERT INTO message_handlers (resource_handler_id, message_type, launch_path, capabilities, parameters, placements) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(rh_id)
+                .bind(&mh.message_type)
+                .bind(&mh.launch_path)
+                .bind(serde_json::to_string(&mh.capabilities).expect("strings serialise"))
+                .bind(mh.parameters.to_string())
+                .bind(serde_json::to_string(&mh.placements).expect("strings serialise"))
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -60,7 +60,90 @@ pub fn settings_for(dir: &std::path::Path, public_base: &str) -> Settings {
     .expect("test settings")
 }
 
+/// Spawns a second server on the same authority with one extra route, `/probe`, guarded by
+/// the bearer gate as a plagiarism API is (`vnd.Canvas.OriginalityReport`, tool proxies only,
+/// the standard 401 body). GET or POST (a form body's `access_token` counts). Answers 200
+/// `{"sub": …}`. Returns its `http://127.0.0.1:PORT`.
+pub async fn spawn_probe(authority: Arc<lti2::authority::Authority>) -> String {
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+    use lti2::server::gate::{self, Refusal, Requirement};
+    use lti2::server::AppState;
+
+    async fn probe(State(s): State<AppState>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 65536).await.unwrap_or_default();
+        let form: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
+        let need = Requirement::service(&["vnd.Canvas.OriginalityReport"]);
+        match gate::authenticate(&s.authority, &parts, &form, &need).await {
+            Ok(a) => axum::Json(serde_json::json!({"sub": a.claims.sub.as_text()})).into_response(),
+            Err(e) => gate::refusal(&e, Refusal::Standard),
+        }
+    }
+
+    let router = axum::Router::new()
+        .route("/probe", axum::routing::get(probe).post(probe))
+        .with_state(AppState { authority });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
 impl TestApp {
+    /// A server with no configured base URL: its public base is its own
+    /// `http://127.0.0.1:PORT`, so URLs it hands out (launch parameters, profile endpoints)
+    /// are reachable by the test as a tool would use them.
+    pub async fn spawn_self_addressed(now: i64) -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let settings = Settings::resolve(Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            database_url: Some(format!("sqlite://{}", dir.path().join("lti2.db").display())),
+            data_dir: Some(dir.path().to_path_buf()),
+            cache_refresh_ms: Some(0),
+            ..Default::default()
+        })
+        .expect("test settings");
+        Self::spawn_with(settings, dir, ManualClock::new(now)).await
+    }
+
+    /// The public host (`host[:port]`) of the configured base URL.
+    pub fn public_host(&self) -> String {
+        self.public_base
+            .split_once("://")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default()
+    }
+
+    /// GETs `url` with a Host header and extra headers.
+    pub async fn get_with(&self, url: &str, host: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.get(url).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    /// Runs the `lti2` binary's `admin` command on this server's database; parses its JSON.
+    pub fn admin(&self, args: &[&str]) -> Result<Value, String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lti2"))
+            .arg("admin")
+            .args(args)
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", self.db_path().display()))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("LTI2_BASE_URL")
+            .env_remove("LTI2_MASTER_KEY")
+            .output()
+            .expect("lti2 runs");
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// A server whose public base URL is `public_base`, with the clock at `now`.
     pub async fn spawn(public_base: &str, now: i64) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
