@@ -387,3 +387,228 @@ async fn the_active_signing_key_cannot_be_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rotate first"));
 }
+
+#[tokio::test]
+async fn registration_start_prints_the_launch_and_stores_the_registration() {
+    let app = live_app().await;
+    json_out(&admin(
+        &app,
+        &["course", "create", "--id", "5", "--account", "1"],
+    ));
+    let out = json_out(&admin(
+        &app,
+        &[
+            "registration",
+            "start",
+            "--course",
+            "5",
+            "--tool-url",
+            "https://tool.example/register",
+            "--base-url",
+            "https://LMS.example.edu:443",
+        ],
+    ));
+    let p = &out["launch_params"];
+    let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+    for k in [
+        "lti_message_type",
+        "lti_version",
+        "reg_key",
+        "reg_password",
+        "tool_proxy_guid",
+        "tool_proxy_url",
+        "tc_profile_url",
+        "oauth2_access_token_url",
+        "launch_presentation_return_url",
+        "launch_presentation_document_target",
+        "ext_tool_consumer_instance_guid",
+        "ext_api_domain",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert_eq!(p["lti_message_type"], "ToolProxyRegistrationRequest");
+    assert_eq!(p["lti_version"], "LTI-2p0");
+    assert_eq!(p["tool_proxy_guid"], p["reg_key"]);
+    assert_eq!(
+        p["oauth2_access_token_url"],
+        "https://lms.example.edu/api/lti/courses/5/authorize"
+    );
+    assert_eq!(
+        p["tc_profile_url"],
+        "https://lms.example.edu/api/lti/courses/5/tool_consumer_profile"
+    );
+    assert_eq!(p["ext_api_domain"], "lms.example.edu");
+    let root = app
+        .store()
+        .root_account(lti2::store::ContextRef {
+            kind: lti2::store::ContextKind::Course,
+            id: 5,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p["ext_tool_consumer_instance_guid"], root.uuid);
+    let reg = app
+        .store()
+        .registration(p["reg_key"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        reg.reg_password.expose(),
+        p["reg_password"].as_str().unwrap().as_bytes()
+    );
+    assert_eq!(reg.context.id, 5);
+    assert_eq!(reg.expires_at, out["expires_at"].as_i64().unwrap());
+    assert_eq!(
+        reg.tool_url.as_deref(),
+        Some("https://tool.example/register")
+    );
+    assert!(reg.consumed_at.is_none());
+
+    // --html: an auto-submitting form to the tool, every parameter escaped.
+    let html = admin(
+        &app,
+        &[
+            "registration",
+            "start",
+            "--account",
+            "1",
+            "--tool-url",
+            "https://tool.example/register?a=1&b=2",
+            "--html",
+        ],
+    );
+    assert!(html.status.success());
+    let page = String::from_utf8(html.stdout).unwrap();
+    assert!(
+        page.contains("<form method=\"post\" action=\"https://tool.example/register?a=1&amp;b=2\"")
+    );
+    assert!(page.contains("name=\"lti_message_type\" value=\"ToolProxyRegistrationRequest\""));
+    assert!(page.contains("document.forms[0].submit()"));
+    // Without --base-url or a configured one: the default listen address.
+    assert!(page.contains("value=\"http://127.0.0.1:3000/api/lti/accounts/1/authorize\""));
+
+    // Refusals: a tool URL that is not http(s); an unknown context; both contexts.
+    for (args, needle) in [
+        (
+            vec!["--course", "5", "--tool-url", "javascript:alert(1)"],
+            "http",
+        ),
+        (
+            vec!["--course", "5", "--tool-url", "ftp://tool.example/"],
+            "http",
+        ),
+        (
+            vec!["--course", "77", "--tool-url", "https://tool.example/"],
+            "course 77",
+        ),
+        (
+            vec![
+                "--course",
+                "5",
+                "--account",
+                "1",
+                "--tool-url",
+                "https://t.example/",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["registration", "start"];
+        all.extend(args);
+        let out = admin(&app, &all);
+        assert!(!out.status.success(), "{all:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{all:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn custom_tool_consumer_profiles_and_vendor_codes() {
+    let app = live_app().await;
+    let key = json_out(&admin(
+        &app,
+        &["developer-key", "create", "--vendor-code", "acme.example"],
+    ));
+    assert_eq!(key["vendor_code"], "acme.example");
+    let id = key["id"].as_i64().unwrap();
+    assert_eq!(
+        app.store()
+            .developer_keys_with_vendor_code("acme.example")
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    let id_s = id.to_string();
+    let tcp = json_out(&admin(
+        &app,
+        &[
+            "tcp",
+            "create",
+            "--developer-key",
+            &id_s,
+            "--uuid",
+            "custom-1",
+            "--service",
+            "vnd.Canvas.OriginalityReport",
+            "--capability",
+            "Canvas.placements.similarityDetection",
+        ],
+    ));
+    assert_eq!(tcp["uuid"], "custom-1");
+    assert_eq!(
+        tcp["services"],
+        serde_json::json!(["vnd.Canvas.OriginalityReport"])
+    );
+    let stored = app
+        .store()
+        .tool_consumer_profile_for_developer_key(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.capabilities,
+        vec!["Canvas.placements.similarityDetection"]
+    );
+    let list = json_out(&admin(&app, &["tcp", "list"]));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // One profile per key; only restricted items; the key must exist.
+    for (args, needle) in [
+        (vec!["--developer-key", id_s.as_str()], "already exists"),
+        (
+            vec!["--developer-key", "42", "--service", "vnd.Canvas.User"],
+            "developer key 42",
+        ),
+        (
+            vec![
+                "--developer-key",
+                id_s.as_str(),
+                "--service",
+                "ToolProxy.item",
+            ],
+            "not a restricted service",
+        ),
+        (
+            vec![
+                "--developer-key",
+                id_s.as_str(),
+                "--capability",
+                "basic-lti-launch-request",
+            ],
+            "not a restricted capability",
+        ),
+    ] {
+        let mut all = vec!["tcp", "create"];
+        all.extend(args);
+        let out = admin(&app, &all);
+        assert!(!out.status.success(), "{all:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{all:?}: {err}");
+    }
+    // Accepting a tool proxy that does not exist is an error, not a silent no-op.
+    let out = admin(&app, &["tool-proxy", "accept", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tool proxy nope"));
+}
