@@ -1,6 +1,6 @@
 //! The `lti2` command line: `serve`, `admin …`, `token`, `jwt decode|verify`, `bench`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -125,6 +125,9 @@ impl ServeArgs {
             master_key: std::env::var("LTI2_MASTER_KEY")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            admin_token: std::env::var("LTI2_ADMIN_TOKEN")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -172,6 +175,18 @@ pub enum AdminCommand {
         /// The registration command.
         #[command(subcommand)]
         command: RegistrationCommand,
+    },
+    /// Load LMS records (accounts, courses, users, enrollments, groups, assignments,
+    /// submissions with their files) from an import document; idempotent, all or nothing.
+    Import {
+        /// The JSON document (`path`s of files are relative to it).
+        file: PathBuf,
+    },
+    /// Submissions.
+    Submission {
+        /// The submission command.
+        #[command(subcommand)]
+        command: SubmissionCommand,
     },
     /// Custom tool consumer profiles.
     Tcp {
@@ -389,6 +404,42 @@ pub enum RegistrationCommand {
         /// Print an HTML page that posts the parameters to the tool when opened in a browser.
         #[arg(long)]
         html: bool,
+    },
+}
+
+/// `admin submission …`.
+#[derive(Debug, Subcommand)]
+pub enum SubmissionCommand {
+    /// Add an attempt to a student's submission (creating the submission if needed), with
+    /// files and/or a text body.
+    Create {
+        /// The assignment.
+        #[arg(long)]
+        assignment: i64,
+        /// The student.
+        #[arg(long)]
+        user: i64,
+        /// A file to attach (repeatable).
+        #[arg(long = "file")]
+        files: Vec<PathBuf>,
+        /// The media type of the files (default application/octet-stream).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// A text entry body.
+        #[arg(long)]
+        body: Option<String>,
+        /// The submission type (default online_upload with files, else online_text_entry).
+        #[arg(long = "type")]
+        submission_type: Option<String>,
+        /// When it was submitted, RFC 3339 (default now).
+        #[arg(long)]
+        submitted_at: Option<String>,
+        /// The group it is submitted for.
+        #[arg(long)]
+        group: Option<i64>,
+        /// The EULA agreement timestamp (milliseconds since the epoch).
+        #[arg(long)]
+        eula: Option<String>,
     },
 }
 
@@ -744,6 +795,51 @@ async fn run_admin(
                 }));
             }
         }
+        AdminCommand::Import { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let doc = crate::import::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let base = file.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let files = crate::import::FileStore::new(&settings.data_dir);
+            let summary = crate::import::run(store.as_ref(), &files, doc, Some(&base), now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print_json(&json!({"imported": summary}));
+        }
+        AdminCommand::Submission {
+            command:
+                SubmissionCommand::Create {
+                    assignment,
+                    user,
+                    files,
+                    content_type,
+                    body,
+                    submission_type,
+                    submitted_at,
+                    group,
+                    eula,
+                },
+        } => {
+            let out = create_submission_attempt(
+                store.as_ref(),
+                settings,
+                SubmissionAttempt {
+                    assignment,
+                    user,
+                    files,
+                    content_type,
+                    body,
+                    submission_type,
+                    submitted_at,
+                    group,
+                    eula,
+                },
+                now,
+            )
+            .await?;
+            print_json(&out);
+        }
         AdminCommand::Tcp { command } => match command {
             TcpCommand::Create {
                 developer_key,
@@ -807,6 +903,106 @@ async fn run_admin(
         },
     }
     Ok(())
+}
+
+struct SubmissionAttempt {
+    assignment: i64,
+    user: i64,
+    files: Vec<PathBuf>,
+    content_type: Option<String>,
+    body: Option<String>,
+    submission_type: Option<String>,
+    submitted_at: Option<String>,
+    group: Option<i64>,
+    eula: Option<String>,
+}
+
+/// `admin submission create`: the next attempt of (assignment, user), through the importer.
+async fn create_submission_attempt(
+    store: &dyn Store,
+    settings: &Settings,
+    a: SubmissionAttempt,
+    now: i64,
+) -> anyhow::Result<serde_json::Value> {
+    if a.files.is_empty() && a.body.is_none() {
+        bail!("give at least one --file or a --body");
+    }
+    let submitted_at = match &a.submitted_at {
+        Some(t) => crate::import::parse_time(t).map_err(anyhow::Error::msg)?,
+        None => now,
+    };
+    let (max_submission, max_attachment) = store.max_ids().await?;
+    let existing = store.submission_for(a.assignment, a.user).await?;
+    let (submission_id, attempt, group) = match &existing {
+        Some(s) => (
+            s.id,
+            s.history.iter().map(|v| v.attempt).max().unwrap_or(0) + 1,
+            a.group.or(s.group_id),
+        ),
+        None => (max_submission + 1, 1, a.group),
+    };
+    let submission_type = a.submission_type.clone().unwrap_or_else(|| {
+        if a.files.is_empty() {
+            "online_text_entry".into()
+        } else {
+            "online_upload".into()
+        }
+    });
+    let mut attachments = Vec::new();
+    for (i, f) in a.files.iter().enumerate() {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("file-{i}"));
+        let abs =
+            std::fs::canonicalize(f).with_context(|| format!("cannot read {}", f.display()))?;
+        attachments.push(json!({
+            "id": max_attachment + 1 + i as i64,
+            "filename": name,
+            "display_name": name,
+            "content_type": a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            "path": abs.to_string_lossy(),
+        }));
+    }
+    let doc = json!({"submissions": [{
+        "id": submission_id,
+        "assignment_id": a.assignment,
+        "user_id": a.user,
+        "group_id": group,
+        "eula_agreement_timestamp": a.eula,
+        "history": [{
+            "attempt": attempt,
+            "submitted_at": crate::import::format_time(submitted_at),
+            "submission_type": submission_type,
+            "body": a.body,
+            "workflow_state": "submitted",
+            "attachments": attachments,
+        }],
+    }]});
+    let parsed =
+        crate::import::parse(doc.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files = crate::import::FileStore::new(&settings.data_dir);
+    crate::import::run(store, &files, parsed, Some(Path::new("/")), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let saved = store
+        .submission(submission_id)
+        .await?
+        .context("the submission was not stored")?;
+    let current: Vec<serde_json::Value> = saved
+        .current_attachments()
+        .iter()
+        .map(|x| json!({"id": x.id, "filename": x.filename, "size": x.size, "sha256": x.sha256, "content_type": x.content_type}))
+        .collect();
+    Ok(json!({
+        "submission_id": saved.id,
+        "assignment_id": saved.assignment_id,
+        "user_id": saved.user_id,
+        "attempt": saved.attempt,
+        "submitted_at": saved.submitted_at.map(crate::import::format_time),
+        "submission_type": saved.submission_type,
+        "attachments": current,
+    }))
 }
 
 /// Applies a waiting re-registration, then confirms it to the tool (PUT to its

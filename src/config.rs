@@ -105,6 +105,8 @@ pub struct Overrides {
     pub cache_refresh_ms: Option<u64>,
     /// `LTI2_MASTER_KEY`: 64 hex characters.
     pub master_key: Option<String>,
+    /// `LTI2_ADMIN_TOKEN`: turns the admin HTTP API on.
+    pub admin_token: Option<String>,
 }
 
 /// Log output format.
@@ -144,6 +146,8 @@ pub struct Settings {
     pub cache_refresh: Duration,
     /// The master key from the environment, if given.
     pub master_key: Option<String>,
+    /// The bearer token of the admin HTTP API (`/api/admin/…`); None turns the API off.
+    pub admin_token: Option<String>,
 }
 
 /// A bad setting.
@@ -249,6 +253,14 @@ impl Settings {
                 o.cache_refresh_ms.or(file.cache_refresh_ms).unwrap_or(200),
             ),
             master_key: o.master_key,
+            admin_token: match o.admin_token {
+                Some(t) if t.len() < 32 => {
+                    return Err(ConfigError(
+                        "LTI2_ADMIN_TOKEN must be at least 32 characters".into(),
+                    ))
+                }
+                t => t,
+            },
         })
     }
 

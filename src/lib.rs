@@ -17,10 +17,12 @@
 //! * [`authority`]: the authorize use case: credential lookup, validation, replay, minting;
 //!   and the bearer gate of the APIs.
 //! * [`bearer`]: the bearer gate's rules (token extraction, service and method checks).
+//! * [`plagiarism`]: originality report rules, tool association, the APIs' JSON shapes.
 //! * [`profile`]: the IMS LTI 2.0 tool consumer profile.
 //! * [`tool_proxy`]: ToolProxy documents: reading and validating them for registration.
 //! * [`registration`]: registration launches (`ToolProxyRegistrationRequest` parameters).
 //! * [`server`]: the axum HTTP service.
+//! * [`import`]: the LMS import document and the content-addressed file store.
 //! * [`config`]: settings from a TOML file, `LTI2_…` environment variables and flags.
 //! * [`client`]: the tool side: an assertion builder and a caching token client.
 //! * [`cli`]: the `lti2` command line (`serve`, `admin`, `token`, `jwt`, `bench`).
@@ -34,7 +36,9 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod import;
 pub mod jose;
+pub mod plagiarism;
 pub mod profile;
 pub mod registration;
 pub mod secrets;

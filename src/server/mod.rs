@@ -30,14 +30,17 @@ use tracing::Instrument;
 use crate::authority::{ensure_signing_key, Authority, AuthorityConfig};
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::import::FileStore;
 use crate::secrets::MasterKey;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
+pub mod admin;
 pub mod authorize;
 pub mod gate;
 pub mod lti;
 pub mod params;
+pub mod plagiarism;
 
 /// Largest request body accepted on the authorize routes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -47,6 +50,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     /// The authorization server core.
     pub authority: Arc<Authority>,
+    /// The stored files (submission attachments).
+    pub files: Arc<FileStore>,
+    /// The admin API's bearer token; None turns the admin API off.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// The router with every route and layer.
@@ -80,6 +87,36 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/lti/tool_proxy/{guid}", get(lti::show_tool_proxy))
         .route(
+            "/api/lti/assignments/{assignment_id}/submissions/{submission_id}/originality_report",
+            post(plagiarism::create_report),
+        )
+        .route(
+            "/api/lti/assignments/{assignment_id}/submissions/{submission_id}/originality_report/{id}",
+            get(plagiarism::show_report).put(plagiarism::update_report),
+        )
+        .route(
+            "/api/lti/assignments/{assignment_id}/files/{file_id}/originality_report",
+            get(plagiarism::show_report).put(plagiarism::update_report),
+        )
+        .route(
+            "/api/lti/assignments/{assignment_id}/submissions/{submission_id}",
+            get(plagiarism::show_submission),
+        )
+        .route(
+            "/api/lti/assignments/{assignment_id}/submissions/{submission_id}/history",
+            get(plagiarism::submission_history),
+        )
+        .route(
+            "/api/lti/assignments/{assignment_id}/submissions/{submission_id}/attachment/{attachment_id}",
+            get(plagiarism::submission_attachment),
+        )
+        .route("/api/lti/users/{id}", get(plagiarism::show_user))
+        .route("/api/lti/groups/{group_id}/users", get(plagiarism::group_users))
+        .route(
+            "/api/lti/assignments/{assignment_id}",
+            get(plagiarism::show_assignment),
+        )
+        .route(
             "/accounts/{id}/lti/registration_return",
             get(lti::registration_return),
         )
@@ -87,6 +124,7 @@ pub fn app(state: AppState) -> Router {
             "/courses/{id}/lti/registration_return",
             get(lti::registration_return),
         )
+        .route("/api/admin/import", post(admin::import))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -313,6 +351,8 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
     });
     let router = app(AppState {
         authority: authority.clone(),
+        files: Arc::new(FileStore::new(&settings.data_dir)),
+        admin_token: settings.admin_token.as_deref().map(Arc::from),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {

@@ -10,8 +10,11 @@ use serde::Serialize;
 
 use crate::access_token::SigningKey;
 use crate::secrets::{Secret, SecretsError};
+pub use lms::LmsStore;
 
+pub mod lms;
 pub mod sqlite;
+mod sqlite_lms;
 
 /// An LMS context that owns an authorize route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -515,7 +518,7 @@ pub trait NonceStore: Send + Sync {
 /// Everything the service stores.
 #[async_trait]
 pub trait Store:
-    ContextStore + CredentialStore + RegistrationStore + KeyStore + NonceStore
+    ContextStore + CredentialStore + RegistrationStore + LmsStore + KeyStore + NonceStore
 {
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.

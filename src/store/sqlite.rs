@@ -180,6 +180,10 @@ impl SqliteStore {
             .await
     }
 
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     fn open_secret(&self, aad: &str, sealed: &[u8]) -> Result<Secret, StoreError> {
         Ok(self.master.open(aad, sealed)?)
     }
@@ -240,7 +244,7 @@ impl ContextStore for SqliteStore {
         name: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO courses (id, account_id, name, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO courses (id, account_id, name, created_at, lti_id) VALUES (?, ?, ?, ?, lower(hex(randomblob(20))))")
             .bind(id)
             .bind(account_id)
             .bind(name)

@@ -83,7 +83,11 @@ pub async fn spawn_probe(authority: Arc<lti2::authority::Authority>) -> String {
 
     let router = axum::Router::new()
         .route("/probe", axum::routing::get(probe).post(probe))
-        .with_state(AppState { authority });
+        .with_state(AppState {
+            authority,
+            files: Arc::new(lti2::import::FileStore::new(std::path::Path::new("."))),
+            admin_token: None,
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
