@@ -35,8 +35,7 @@ pub fn matches_assignment(facts: &ToolFacts, assignment: &AssignmentRecord) -> b
         && facts.product_code.as_deref() == Some(lookup.product_code.as_str())
         && facts
             .resource_type_codes
-            .iter()
-            .any(|c| *c == lookup.resource_type_code)
+            .contains(&lookup.resource_type_code)
 }
 
 /// Whether the tool is active in a course: the nearest of its bindings on the course, then on
@@ -393,30 +392,32 @@ fn attachment_json(
     })
 }
 
+/// The fields of one version as S1/S2 show them.
+struct VersionFields<'a> {
+    body: Option<&'a str>,
+    url: Option<&'a str>,
+    submitted_at: Option<i64>,
+    submission_type: Option<&'a str>,
+    workflow_state: &'a str,
+    attempt: Option<i64>,
+}
+
 fn submission_shape(
     s: &SubmissionRecord,
     ctx: &SubmissionContext<'_>,
-    fields: (
-        Option<&str>,
-        Option<&str>,
-        Option<i64>,
-        Option<&str>,
-        &str,
-        Option<i64>,
-    ),
+    f: VersionFields<'_>,
     attachments: &[AttachmentRecord],
 ) -> Value {
-    let (body, url, submitted_at, submission_type, workflow_state, attempt) = fields;
     let mut v = json!({
         "id": s.id,
-        "body": body,
-        "url": url,
-        "submitted_at": time_or_null(submitted_at),
+        "body": f.body,
+        "url": f.url,
+        "submitted_at": time_or_null(f.submitted_at),
         "assignment_id": s.assignment_id,
         "user_id": ctx.user_lti_id,
-        "submission_type": submission_type,
-        "workflow_state": workflow_state,
-        "attempt": attempt,
+        "submission_type": f.submission_type,
+        "workflow_state": f.workflow_state,
+        "attempt": f.attempt,
     });
     if let Some(eula) = &s.eula_agreement_timestamp {
         v["eula_agreement_timestamp"] = Value::String(eula.clone());
@@ -437,14 +438,14 @@ pub fn submission_json(s: &SubmissionRecord, ctx: &SubmissionContext<'_>) -> Val
     submission_shape(
         s,
         ctx,
-        (
-            s.body.as_deref(),
-            s.url.as_deref(),
-            s.submitted_at,
-            s.submission_type.as_deref(),
-            &s.workflow_state,
-            s.attempt,
-        ),
+        VersionFields {
+            body: s.body.as_deref(),
+            url: s.url.as_deref(),
+            submitted_at: s.submitted_at,
+            submission_type: s.submission_type.as_deref(),
+            workflow_state: &s.workflow_state,
+            attempt: s.attempt,
+        },
         s.current_attachments(),
     )
 }
@@ -458,14 +459,14 @@ pub fn history_json(s: &SubmissionRecord, ctx: &SubmissionContext<'_>) -> Value 
                 submission_shape(
                     s,
                     ctx,
-                    (
-                        v.body.as_deref(),
-                        v.url.as_deref(),
-                        v.submitted_at,
-                        v.submission_type.as_deref(),
-                        &v.workflow_state,
-                        Some(v.attempt),
-                    ),
+                    VersionFields {
+                        body: v.body.as_deref(),
+                        url: v.url.as_deref(),
+                        submitted_at: v.submitted_at,
+                        submission_type: v.submission_type.as_deref(),
+                        workflow_state: &v.workflow_state,
+                        attempt: Some(v.attempt),
+                    },
                     &v.attachments,
                 )
             })
