@@ -419,17 +419,21 @@ impl Authority {
         Ok(exists)
     }
 
-    /// A tool proxy by guid, in any state (cached; the caller refreshed the caches for this
-    /// request, as `authorize` does through `context_exists`).
+    /// A tool proxy by guid, in any state. Only an active tool proxy is served from the cache
+    /// (the caller refreshed the caches for this request, as `authorize` does through
+    /// `context_exists`); a miss, an unknown guid or an inactive tool proxy is read again from the
+    /// store, so a tool proxy registered or accepted a moment ago (by this process or by
+    /// `lti2 admin`) is usable at once. Disabling one is seen at the next refresh.
     async fn tool_proxy(&self, guid: &str) -> Result<Option<Arc<ToolProxyRecord>>, StoreError> {
-        if let Some(hit) = self
+        if let Some(Some(hit)) = self
             .caches
             .read()
             .expect("cache lock")
             .tool_proxies
             .get(guid)
+            .filter(|h| h.as_ref().is_some_and(|t| t.workflow_state == "active"))
         {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
         }
         let found = self.store.tool_proxy(guid).await?.map(Arc::new);
         let mut c = self.caches.write().expect("cache lock");
@@ -440,16 +444,18 @@ impl Authority {
         Ok(found)
     }
 
-    /// A developer key by global id, in any state (cached; see `tool_proxy`).
+    /// A developer key by global id, in any state (only active keys are served from the cache;
+    /// see `tool_proxy`).
     async fn developer_key(&self, id: i64) -> Result<Option<Arc<DeveloperKeyRecord>>, StoreError> {
-        if let Some(hit) = self
+        if let Some(Some(hit)) = self
             .caches
             .read()
             .expect("cache lock")
             .developer_keys
             .get(&id)
+            .filter(|h| h.as_ref().is_some_and(|k| k.workflow_state == "active"))
         {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
         }
         let found = self.store.developer_key(id).await?.map(Arc::new);
         let mut c = self.caches.write().expect("cache lock");

@@ -173,19 +173,29 @@ pub fn extract_token<'a>(
         })
 }
 
-/// Whether a security contract lets `method` call a route guarded by `names`: the first
-/// contract entry whose service id (after the last `:` and `#`) is one of `names` must list
-/// the method, compared case-insensitively (Canvas `validate_services!`).
+/// Whether a security contract lets `method` call a route guarded by `names`: an entry whose
+/// service id (after the last `:` and `#`) is one of `names` must list the method, compared
+/// case-insensitively (Canvas `validate_services!`; Canvas looks only at the first entry with a
+/// matching name, so a contract listing `ToolProxy.item` (GET) before `ToolProxy.collection`
+/// (POST) could never re-register; lti2 accepts any matching entry). `HEAD` counts as `GET`.
 pub fn contract_allows(
     contract: &[ToolService],
     names: &[&str],
     method: &str,
 ) -> Result<(), GateError> {
-    let entry = contract
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
+    let mut named = contract
         .iter()
-        .find(|s| names.contains(&service_id(&s.service)))
-        .ok_or(GateError::ServiceMissing)?;
-    if entry.action.iter().any(|a| a.eq_ignore_ascii_case(method)) {
+        .filter(|s| names.contains(&service_id(&s.service)))
+        .peekable();
+    if named.peek().is_none() {
+        return Err(GateError::ServiceMissing);
+    }
+    if named.any(|s| s.action.iter().any(|a| a.eq_ignore_ascii_case(method))) {
         Ok(())
     } else {
         Err(GateError::MethodMissing)
@@ -222,7 +232,28 @@ mod tests {
     }
 
     #[test]
-    fn the_first_matching_contract_entry_decides() {
+    fn any_matching_contract_entry_may_list_the_method() {
+        let contract = vec![
+            ToolService {
+                service: "tcp#ToolProxy.item".into(),
+                action: vec!["GET".into()],
+            },
+            ToolService {
+                service: "tcp#ToolProxy.collection".into(),
+                action: vec!["POST".into()],
+            },
+        ];
+        let names = ["ToolProxy.collection", "ToolProxy.item"];
+        assert!(contract_allows(&contract, &names, "POST").is_ok());
+        assert!(contract_allows(&contract, &names, "HEAD").is_ok());
+        assert!(matches!(
+            contract_allows(&contract, &names, "DELETE"),
+            Err(GateError::MethodMissing)
+        ));
+    }
+
+    #[test]
+    fn contract_entries_are_matched_by_service_id() {
         let contract = vec![
             ToolService {
                 service:

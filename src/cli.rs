@@ -329,12 +329,15 @@ pub enum ToolProxyCommand {
         /// Its guid.
         guid: String,
     },
-    /// Apply a tool proxy's waiting re-registration (its new document and, with a split
-    /// secret, its new shared secret), then confirm it to the tool with a PUT to its
-    /// VND-IMS-CONFIRM-URL.
+    /// Accept a tool proxy's waiting re-registration: confirm it to the tool with a PUT to its
+    /// VND-IMS-CONFIRM-URL and, once the tool answers 2xx, apply it (the new document and
+    /// shared secret). If the tool does not confirm, nothing changes and the command fails.
     AcceptUpdate {
         /// Its guid.
         guid: String,
+        /// Apply without confirming to the tool (it must switch secrets by other means).
+        #[arg(long)]
+        skip_confirmation: bool,
     },
     /// Set a tool proxy's state.
     SetState {
@@ -562,10 +565,17 @@ pub fn print_json(v: &serde_json::Value) {
 
 /// Runs `lti2 admin …`.
 pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
     let settings = Settings::resolve(Overrides {
         config: args.store.config.clone(),
         database_url: args.store.database_url.clone(),
         data_dir: args.store.data_dir.clone(),
+        // Read like `serve` reads them, so that URLs printed by the console (registration
+        // launches) name the server.
+        listen: env("LTI2_LISTEN"),
+        base_url: env("LTI2_BASE_URL")
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
         master_key: std::env::var("LTI2_MASTER_KEY")
             .ok()
             .filter(|s| !s.is_empty()),
@@ -718,8 +728,11 @@ async fn run_admin(
                 store.set_tool_proxy_state(&guid, "active", now).await?;
                 print_json(&json!({"guid": guid, "workflow_state": "active"}));
             }
-            ToolProxyCommand::AcceptUpdate { guid } => {
-                accept_update(store.as_ref(), &guid, now).await?;
+            ToolProxyCommand::AcceptUpdate {
+                guid,
+                skip_confirmation,
+            } => {
+                accept_update(store.as_ref(), &guid, skip_confirmation, now).await?;
             }
             ToolProxyCommand::SetState { guid, state } => {
                 store
@@ -739,6 +752,9 @@ async fn run_admin(
                 },
         } => {
             check_secret_len(&reg_password, allow_short_secret, "reg_password")?;
+            if reg_key.trim().is_empty() || reg_key.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("the reg_key must not be empty or all digits (an all-digit sub names a developer key)");
+            }
             let context = context_of(account, course)?;
             let expires_at = now + REGISTRATION_LIFETIME;
             store
@@ -1005,21 +1021,39 @@ async fn create_submission_attempt(
     }))
 }
 
-/// Applies a waiting re-registration, then confirms it to the tool (PUT to its
-/// `VND-IMS-CONFIRM-URL`, 10 s timeout); prints what happened.
-async fn accept_update(store: &dyn Store, guid: &str, now: i64) -> anyhow::Result<()> {
-    let ack_url = crate::registration::accept_update(store, guid, now).await?;
-    let ack = match reqwest::Client::new()
-        .put(&ack_url)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            json!({"url": ack_url, "status": r.status().as_u16(), "ok": r.status().is_success()})
+/// Confirms a waiting re-registration to the tool (PUT to its `VND-IMS-CONFIRM-URL`, 10 s
+/// timeout), then applies it; prints what happened. A tool that does not answer 2xx leaves the
+/// update waiting and the old secret in force (an error).
+async fn accept_update(
+    store: &dyn Store,
+    guid: &str,
+    skip_confirmation: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    let update = crate::registration::pending_update(store, guid).await?;
+    let url = &update.acknowledgement_url;
+    let ack = if skip_confirmation {
+        json!({"url": url, "skipped": true})
+    } else {
+        let sent = reqwest::Client::new()
+            .put(url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                json!({"url": url, "status": r.status().as_u16(), "ok": true})
+            }
+            Ok(r) => bail!(
+                "the tool answered {} to the confirmation PUT {url}: the update is still waiting and the old secret stays in force",
+                r.status().as_u16()
+            ),
+            Err(e) => bail!(
+                "the confirmation PUT {url} failed ({e}): the update is still waiting and the old secret stays in force"
+            ),
         }
-        Err(e) => json!({"url": ack_url, "ok": false, "error": e.to_string()}),
     };
+    crate::registration::apply_update(store, &update, now).await?;
     print_json(&json!({"guid": guid, "update_applied": true, "acknowledgement": ack}));
     Ok(())
 }

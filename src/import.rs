@@ -385,14 +385,61 @@ pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Parses an import document. Errors name the JSON path of the offending field.
 pub fn parse(bytes: &[u8]) -> Result<ImportDoc, ImportError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let doc: ImportDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ImportError::at("$", format!("not JSON: {e}")))?;
+    records_are_objects(&value)?;
+    let doc: ImportDoc = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "$".to_owned() } else { path };
         ImportError::at(path, e.inner().to_string())
     })?;
     check(&doc)?;
     Ok(doc)
+}
+
+/// serde would read a record written as a JSON array positionally; every record must be an
+/// object.
+fn records_are_objects(v: &serde_json::Value) -> Result<(), ImportError> {
+    fn each<'a>(
+        v: &'a serde_json::Value,
+        key: &str,
+        path: &str,
+    ) -> Result<Vec<(String, &'a serde_json::Value)>, ImportError> {
+        let mut out = Vec::new();
+        if let Some(serde_json::Value::Array(items)) = v.get(key) {
+            for (i, item) in items.iter().enumerate() {
+                let p = format!("{path}{key}[{i}]");
+                if !item.is_object() {
+                    return Err(ImportError::at(p, "must be a JSON object"));
+                }
+                out.push((p, item));
+            }
+        }
+        Ok(out)
+    }
+    if !v.is_object() {
+        return Err(ImportError::at("$", "the document must be a JSON object"));
+    }
+    for key in ["accounts", "courses", "users", "enrollments", "groups"] {
+        each(v, key, "")?;
+    }
+    for (p, a) in each(v, "assignments", "")? {
+        each(a, "overrides", &format!("{p}."))?;
+        if let Some(t) = a.get("plagiarism_tool") {
+            if !t.is_object() && !t.is_null() {
+                return Err(ImportError::at(
+                    format!("{p}.plagiarism_tool"),
+                    "must be a JSON object",
+                ));
+            }
+        }
+    }
+    for (p, s) in each(v, "submissions", "")? {
+        for (vp, version) in each(s, "history", &format!("{p}."))? {
+            each(version, "attachments", &format!("{vp}."))?;
+        }
+    }
+    Ok(())
 }
 
 fn positive(path: String, id: i64) -> Result<(), ImportError> {
@@ -710,6 +757,18 @@ mod tests {
         );
         let e = parse(br#"[]"#).unwrap_err();
         assert!(matches!(e, ImportError::Invalid { .. }));
+        let e = parse(br#"{"users":[[1,"lti"]]}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("users[0]: must be a JSON object"),
+            "{e}"
+        );
+        let e = parse(br#"{"submissions":[{"id":1,"assignment_id":1,"user_id":1,"history":[{"attempt":1,"attachments":[[5]]}]}]}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("submissions[0].history[0].attachments[0]: "),
+            "{e}"
+        );
+        assert!(parse(b"not json").is_err());
         assert!(parse(br#"{}"#).is_ok());
     }
 

@@ -140,14 +140,25 @@ pub async fn start(
     })
 }
 
-/// Applies a tool proxy's waiting re-registration (Canvas's admin "accept update"): its new
-/// document, handlers and, with a split secret, its new shared secret, in one transaction.
-/// Returns the tool's `VND-IMS-CONFIRM-URL`, to confirm to.
-pub async fn accept_update(
+/// A re-registration waiting for the administrator.
+#[derive(Debug, Clone)]
+pub struct PendingUpdate {
+    /// The tool proxy.
+    pub guid: String,
+    /// The tool's `VND-IMS-CONFIRM-URL`.
+    pub acknowledgement_url: String,
+    /// The staged payload, exactly as stored (applying checks it is still the one waiting).
+    pub staged: String,
+    /// The new document's content.
+    pub content: crate::store::ToolProxyContent,
+}
+
+/// The re-registration waiting for a tool proxy. Errors: `NotFound`; `Invalid` when none is
+/// waiting.
+pub async fn pending_update(
     store: &dyn Store,
     guid: &str,
-    now: i64,
-) -> Result<String, RegistrationError> {
+) -> Result<PendingUpdate, RegistrationError> {
     let detail = store
         .tool_proxy_detail(guid)
         .await?
@@ -165,13 +176,29 @@ pub async fn accept_update(
             e.body()
         ))
     })?;
+    Ok(PendingUpdate {
+        guid: guid.to_owned(),
+        acknowledgement_url: update["acknowledgement_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        staged,
+        content: parsed.content,
+    })
+}
+
+/// Applies a waiting re-registration (Canvas's admin "accept update"): its new document,
+/// handlers and shared secret, in one transaction. Call it once the tool has confirmed
+/// (its `VND-IMS-CONFIRM-URL` answered 2xx), so that both sides switch secrets together.
+pub async fn apply_update(
+    store: &dyn Store,
+    update: &PendingUpdate,
+    now: i64,
+) -> Result<(), RegistrationError> {
     store
-        .apply_tool_proxy_update(guid, &staged, &parsed.content, now)
+        .apply_tool_proxy_update(&update.guid, &update.staged, &update.content, now)
         .await?;
-    Ok(update["acknowledgement_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
+    Ok(())
 }
 
 /// Escapes text for an HTML attribute or element.

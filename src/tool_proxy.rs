@@ -465,6 +465,9 @@ impl ParsedToolProxy {
         }
         for rh in &self.content.resource_handlers {
             for m in &rh.messages {
+                // A message type is a capability the platform offers
+                // (`basic-lti-launch-request`, …), as IMS's validator checks.
+                bad_cap(&m.message_type);
                 for cap in &m.capabilities {
                     bad_cap(cap);
                 }

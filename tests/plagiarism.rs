@@ -682,6 +682,62 @@ async fn text_entry_reports_by_attempt() {
     not_found(&r, "unknown attempt");
     let show = lms.get(&format!("{url}/{}", r1.json["id"])).await;
     assert_eq!(show.json["originality_score"], 10.0);
+    // Without an attempt: the first report with no file, updated by a second POST.
+    let first = lms
+        .post(url, json!({"originality_report": {"originality_score": 5}}))
+        .await;
+    assert_eq!(
+        first.status, 200,
+        "the attempt-2 report has no file either: {}",
+        first.text
+    );
+    let again = lms
+        .post(url, json!({"originality_report": {"originality_score": 6}}))
+        .await;
+    assert_eq!(
+        (again.status, again.json["id"].clone()),
+        (200, first.json["id"].clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_a_submissions_files_takes_its_reports_out_of_reach() {
+    let lms = lms().await;
+    let r = lms
+        .post(
+            "/api/lti/assignments/7/submissions/20/originality_report",
+            json!({"originality_report": {"file_id": 31, "originality_score": 9}}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let id = r.json["id"].as_i64().unwrap();
+    let doc = json!({"submissions": [{"id": 20, "assignment_id": 7, "user_id": 12, "history": [
+        {"attempt": 1, "submitted_at": "2027-01-10T10:00:00Z", "submission_type": "online_upload", "attachments": []},
+        {"attempt": 2, "submitted_at": "2027-01-11T11:00:00Z", "submission_type": "online_upload", "attachments": []}
+    ]}]});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clear.json"), doc.to_string()).unwrap();
+    lms.app
+        .admin(&["import", dir.path().join("clear.json").to_str().unwrap()])
+        .unwrap();
+    standard_401(
+        &lms.put(
+            &format!("/api/lti/assignments/7/submissions/20/originality_report/{id}"),
+            json!({"originality_report": {"originality_score": 1}}),
+        )
+        .await,
+        "by id",
+    );
+    not_found(
+        &lms.get("/api/lti/assignments/7/files/31/originality_report")
+            .await,
+        "by file: no association left",
+    );
+    helper_401(
+        &lms.get("/api/lti/assignments/7/submissions/20/attachment/31")
+            .await,
+        "the file is no longer in the submission",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

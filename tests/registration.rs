@@ -1158,3 +1158,294 @@ async fn re_registration_waits_for_the_admin_then_swaps_the_secret() {
         "another context"
     );
 }
+
+/// An ack receiver that answers `status`.
+async fn ack_receiver_with(status: u16) -> String {
+    let router = axum::Router::new().route(
+        "/confirm",
+        axum::routing::any(
+            move || async move { axum::http::StatusCode::from_u16(status).unwrap() },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}/confirm")
+}
+
+// Multi-threaded: the admin command is a blocking child process calling a receiver served here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_update_changes_nothing_and_any_contract_order_works() {
+    let app = platform().await;
+    let launch = start(&app, course(5)).await;
+    let oauth_url = param(&launch, "oauth2_access_token_url");
+    // ToolProxy.item (GET) listed before ToolProxy.collection (POST).
+    let (guid, old_secret) = register_accepted(
+        &app,
+        &launch,
+        &[
+            ("ToolProxy.item", &["GET"]),
+            ("ToolProxy.collection", &["POST"]),
+        ],
+    )
+    .await;
+    let access = tool_client(&app, &oauth_url, &guid, old_secret.clone())
+        .access_token()
+        .await
+        .unwrap();
+    let profile = fetch_tool_consumer_profile(&app.http, &param(&launch, "tc_profile_url"), None)
+        .await
+        .unwrap();
+    // The update switches to a plain shared secret.
+    let mut doc = tool_proxy_doc(&profile, &[("ToolProxy.item", &["GET"])], SPLIT, "", VENDOR);
+    doc["security_contract"] =
+        json!({"shared_secret": "a-new-plain-shared-secret-of-40-bytes!!!", "tool_service": []});
+    doc["tool_profile"]["security_profile"] =
+        json!([{"security_profile_name": "lti_jwt_ws_security", "digest_algorithm": "HS256"}]);
+    let failing = ack_receiver_with(500).await;
+    let resp = app
+        .http
+        .post(param(&launch, "tool_proxy_url"))
+        .bearer_auth(&access)
+        .header("VND-IMS-CONFIRM-URL", &failing)
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        201,
+        "the contract lists ToolProxy.collection with POST"
+    );
+    let err = app
+        .admin(&["tool-proxy", "accept-update", &guid])
+        .unwrap_err();
+    assert!(err.contains("answered 500"), "{err}");
+    tool_client(&app, &oauth_url, &guid, old_secret.clone())
+        .access_token()
+        .await
+        .expect("the old secret still works");
+    assert!(app
+        .store()
+        .tool_proxy_detail(&guid)
+        .await
+        .unwrap()
+        .unwrap()
+        .update_payload
+        .is_some());
+    // Re-registered with a confirm URL that answers 204: applied, and the plain secret is used.
+    let ok = ack_receiver_with(204).await;
+    let resp = app
+        .http
+        .post(param(&launch, "tool_proxy_url"))
+        .bearer_auth(&access)
+        .header("VND-IMS-CONFIRM-URL", &ok)
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let out = app.admin(&["tool-proxy", "accept-update", &guid]).unwrap();
+    assert_eq!(out["acknowledgement"]["status"], 204);
+    let tp = app.store().tool_proxy(&guid).await.unwrap().unwrap();
+    assert_eq!(
+        tp.shared_secret.expose(),
+        b"a-new-plain-shared-secret-of-40-bytes!!!"
+    );
+    tool_client(
+        &app,
+        &oauth_url,
+        &guid,
+        b"a-new-plain-shared-secret-of-40-bytes!!!".to_vec(),
+    )
+    .access_token()
+    .await
+    .expect("the new secret works");
+}
+
+#[tokio::test]
+async fn a_tool_proxy_is_usable_at_once_even_with_a_long_cache_refresh() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let settings = lti2::config::Settings::resolve(lti2::config::Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database_url: Some(format!("sqlite://{}", dir.path().join("lti2.db").display())),
+        data_dir: Some(dir.path().to_path_buf()),
+        cache_refresh_ms: Some(3_600_000),
+        ..Default::default()
+    })
+    .unwrap();
+    let app = TestApp::spawn_with(settings, dir, lti2::clock::ManualClock::new(NOW)).await;
+    app.store()
+        .create_course(5, 1, "Course 5", 0)
+        .await
+        .unwrap();
+    let launch = start(&app, course(5)).await;
+    let oauth_url = param(&launch, "oauth2_access_token_url");
+    // The reg_password token makes the server look up (and miss) the tool proxy guid first.
+    let token = token(
+        &app,
+        &oauth_url,
+        &launch.reg_key,
+        &launch.reg_password,
+        None,
+    )
+    .await
+    .unwrap();
+    let profile =
+        fetch_tool_consumer_profile(&app.http, &param(&launch, "tc_profile_url"), Some(&token))
+            .await
+            .unwrap();
+    let tp_half = new_tp_half();
+    let doc = tool_proxy_doc(
+        &profile,
+        &[("ToolProxy.item", &["GET"])],
+        SPLIT,
+        &tp_half,
+        "solo.example",
+    );
+    let id = register_tool_proxy(&app.http, &param(&launch, "tool_proxy_url"), &token, &doc)
+        .await
+        .unwrap();
+    let secret = split_secret(id.tc_half_shared_secret.as_deref().unwrap(), &tp_half);
+    let client = tool_client(&app, &oauth_url, &id.tool_proxy_guid, secret.clone());
+    assert!(client.access_token().await.is_err(), "disabled");
+    app.admin(&["tool-proxy", "accept", &id.tool_proxy_guid])
+        .unwrap();
+    client
+        .access_token()
+        .await
+        .expect("accepted a moment ago: usable at once");
+}
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let app = platform().await;
+    let launch = start(&app, course(5)).await;
+    let host = app.public_host();
+    // A message type that is not offered is refused.
+    let token = dev_key_token(&app, &launch).await;
+    let profile =
+        fetch_tool_consumer_profile(&app.http, &param(&launch, "tc_profile_url"), Some(&token))
+            .await
+            .unwrap();
+    let mut doc = tool_proxy_doc(
+        &profile,
+        &[("ToolProxy.item", &["GET"])],
+        SIMILARITY,
+        &new_tp_half(),
+        VENDOR,
+    );
+    doc["tool_profile"]["resource_handler"][0]["message"][0]["message_type"] = json!("xxx");
+    let r = post_tool_proxy(
+        &app,
+        &param(&launch, "tool_proxy_url"),
+        Some(&token),
+        &doc.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json["invalid_capabilities"].clone()),
+        (400, json!(["xxx"]))
+    );
+
+    // The profile varies with the token: not cacheable by shared caches.
+    let r = app
+        .get_with(&param(&launch, "tc_profile_url"), &host, &[])
+        .await;
+    assert_eq!(r.headers["vary"], "Authorization");
+    assert_eq!(r.headers["cache-control"], "no-store");
+    // A malformed Bearer header is a 401, not the default profile.
+    for h in ["Bearer a b", "Bearer", "bearer\tx"] {
+        let r = app
+            .get_with(
+                &param(&launch, "tc_profile_url"),
+                &host,
+                &[("authorization", h)],
+            )
+            .await;
+        assert_eq!(r.status, 401, "{h:?}");
+    }
+
+    // A guid that needs percent-encoding reads its own document; HEAD counts as GET.
+    let secret = "guid-with-space-secret-0123456789abcdef";
+    app.tool_proxy_with(
+        "tp é/2",
+        secret,
+        "active",
+        &["Security.splitSecret"],
+        vec![lti2::store::ToolService {
+            service: "ToolProxy.item".into(),
+            action: vec!["GET".into()],
+        }],
+        None,
+    )
+    .await;
+    let access = tool_client(
+        &app,
+        &format!("{}/api/lti/accounts/1/authorize", app.addr),
+        "tp é/2",
+        secret.as_bytes().to_vec(),
+    )
+    .access_token()
+    .await
+    .unwrap();
+    let url = format!("{}/api/lti/tool_proxy/tp%20%C3%A9%2F2", app.addr);
+    let r = app
+        .get_with(
+            &url,
+            &host,
+            &[("authorization", &format!("Bearer {access}"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let resp = app
+        .http
+        .head(&url)
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // The return page exists only for real contexts.
+    let r = app
+        .get_with(
+            &format!(
+                "{}/courses/5/lti/registration_return?status=success",
+                app.addr
+            ),
+            &host,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("success"));
+    for bad in [
+        "/courses/999/lti/registration_return",
+        "/courses/abc/lti/registration_return",
+    ] {
+        assert_eq!(
+            app.get_with(&format!("{}{bad}", app.addr), &host, &[])
+                .await
+                .status,
+            404,
+            "{bad}"
+        );
+    }
+    // reg_keys that can never work are refused by the console.
+    for key in ["", "10000000000001"] {
+        let err = app
+            .admin(&[
+                "registration",
+                "create",
+                "--course",
+                "5",
+                "--reg-key",
+                key,
+                "--reg-password",
+                "reg-password-0123456789abcdef0123",
+            ])
+            .unwrap_err();
+        assert!(err.contains("reg_key"), "{key:?}: {err}");
+    }
+}

@@ -65,6 +65,14 @@ pub fn canonical_id(s: &str) -> Option<i64> {
     ok.then(|| s.parse().ok()).flatten()
 }
 
+/// A path segment with its percent-escapes decoded (`+` stays a plus).
+pub fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// The `n`th segment of the raw path (`/api/lti/courses/5/…` has `api` at 0).
 fn segment(path: &str, n: usize) -> Option<&str> {
     path.trim_start_matches('/').split('/').nth(n)
@@ -120,7 +128,12 @@ async fn tool_consumer_profile(authority: &Authority, kind: ContextKind, req: Re
     let path_uuid = segment(parts.uri.path(), 5).filter(|u| !u.is_empty());
     // Only an `Authorization: Bearer` header counts here (Canvas `oauth2_request?`); an invalid
     // token is a 401 (Canvas would answer 500).
-    let developer_key = if gate::header_token(&parts).is_some() {
+    let bearer_scheme = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")));
+    let developer_key = if bearer_scheme || gate::header_token(&parts).is_some() {
         match gate::authenticate(authority, &parts, &[], &PROFILE_READER).await {
             Ok(a) => a.developer_key_id(),
             Err(e) => return gate::refusal(&e, Refusal::Standard),
@@ -146,10 +159,14 @@ async fn tool_consumer_profile(authority: &Authority, kind: ContextKind, req: Re
         .base_url_for(gate::host_header(&parts))
         .unwrap_or(authority.primary_base_url())
         .to_owned();
-    with_type(
-        Json(profile.document(&base, ctx, &root)).into_response(),
+    let mut resp = with_type(
+        no_store(Json(profile.document(&base, ctx, &root)).into_response()),
         profile::CONTENT_TYPE,
-    )
+    );
+    // The document depends on the token.
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Authorization"));
+    resp
 }
 
 /// P1/P2 on an account.
@@ -369,7 +386,7 @@ async fn reregister(
         .stage_tool_proxy_update(
             &tp.guid,
             &payload.to_string(),
-            tc_half.as_ref().map(|_| &secret),
+            Some(&secret),
             authority.now(),
         )
         .await;
@@ -402,7 +419,7 @@ async fn reregister(
 pub async fn show_tool_proxy(State(s): State<AppState>, req: Request) -> Response {
     let authority = &s.authority;
     let (parts, _) = req.into_parts();
-    let Some(guid) = segment(parts.uri.path(), 3).map(str::to_owned) else {
+    let Some(guid) = segment(parts.uri.path(), 3).map(percent_decode) else {
         return not_found_response();
     };
     let auth = match gate::authenticate(authority, &parts, &[], &TOOL_PROXY_READER).await {
@@ -443,7 +460,22 @@ pub async fn show_tool_proxy(State(s): State<AppState>, req: Request) -> Respons
 /// The page a tool returns the browser to after registration
 /// (`launch_presentation_return_url`), showing `status`, `tool_proxy_guid`, `lti_msg` and
 /// `lti_errormsg`.
-pub async fn registration_return(req: Request) -> Response {
+pub async fn registration_return(State(s): State<AppState>, req: Request) -> Response {
+    let kind = match segment(req.uri().path(), 0) {
+        Some("accounts") => ContextKind::Account,
+        _ => ContextKind::Course,
+    };
+    let exists = match segment(req.uri().path(), 1).and_then(canonical_id) {
+        Some(id) => s
+            .authority
+            .context_exists(ContextRef { kind, id })
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !exists {
+        return not_found_response();
+    }
     let params = query_params(req.uri().query());
     let get = |k: &str| {
         params

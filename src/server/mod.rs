@@ -22,7 +22,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -129,6 +128,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(RequestContextLayer)
 }
 
@@ -355,16 +358,7 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
         admin_token: settings.admin_token.as_deref().map(Arc::from),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, router, rx));
     tracing::info!(%addr, base_url = %base_urls[0], database = %redact_url(&settings.database_url), "lti2 is serving");
     Ok(Running {
         addr,
@@ -374,6 +368,52 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
         task,
         purge,
     })
+}
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take, reading its body included (then 408).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections and serves HTTP/1.1 on each until `shutdown` fires; then stops
+/// accepting and waits for the requests in flight. A client that does not send its headers
+/// within [`HEADER_READ_TIMEOUT`] is disconnected.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A database URL without its password, for logs.

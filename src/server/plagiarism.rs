@@ -29,7 +29,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gate::{self, Refusal, Requirement};
-use super::lti::canonical_id;
+use super::lti::{canonical_id, percent_decode};
 use super::params::{body_params, query_params};
 use super::{no_store, not_found_response, AppState};
 use crate::authority::Authority;
@@ -655,13 +655,6 @@ pub async fn show_user(State(s): State<AppState>, req: Request) -> Response {
         Ok::<_, Response>(json_ok(StatusCode::OK, user_json(&user)))
     };
     run.await.unwrap_or_else(|r| r)
-}
-
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 /// U2: the group's users, paginated (`page`, `per_page` ≤ 100, default 10) with `Link` headers.
