@@ -97,6 +97,9 @@ pub struct ServeArgs {
     /// How often (ms) to look for changes made by `lti2 admin` in another process (default 200).
     #[arg(long, env = "LTI2_CACHE_REFRESH_MS")]
     pub cache_refresh_ms: Option<u64>,
+    /// Local development: webhooks may target http URLs and loopback or private addresses.
+    #[arg(long, env = "LTI2_DEV")]
+    pub dev: bool,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -128,6 +131,7 @@ impl ServeArgs {
             admin_token: std::env::var("LTI2_ADMIN_TOKEN")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            dev: self.dev,
         }
     }
 }
@@ -187,6 +191,12 @@ pub enum AdminCommand {
         /// The submission command.
         #[command(subcommand)]
         command: SubmissionCommand,
+    },
+    /// Webhook deliveries.
+    Deliveries {
+        /// The deliveries command.
+        #[command(subcommand)]
+        command: DeliveriesCommand,
     },
     /// Custom tool consumer profiles.
     Tcp {
@@ -413,6 +423,12 @@ pub enum RegistrationCommand {
 /// `admin submission …`.
 #[derive(Debug, Subcommand)]
 pub enum SubmissionCommand {
+    /// Ask the plagiarism tool to check a submission again (a `plagiarism_resubmit` event).
+    Resubmit {
+        /// The submission.
+        #[arg(long)]
+        submission: i64,
+    },
     /// Add an attempt to a student's submission (creating the submission if needed), with
     /// files and/or a text body.
     Create {
@@ -443,6 +459,20 @@ pub enum SubmissionCommand {
         /// The EULA agreement timestamp (milliseconds since the epoch).
         #[arg(long)]
         eula: Option<String>,
+    },
+}
+
+/// `admin deliveries …`.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// The latest webhook deliveries, newest first.
+    List {
+        /// Only the ones that failed for good.
+        #[arg(long)]
+        failed: bool,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
 }
 
@@ -855,6 +885,17 @@ async fn run_admin(
             )
             .await?;
             print_json(&out);
+        }
+        AdminCommand::Submission {
+            command: SubmissionCommand::Resubmit { submission },
+        } => {
+            let event = store.resubmit(submission, now).await?;
+            print_json(&json!({"submission_id": submission, "event": "plagiarism_resubmit", "event_id": event}));
+        }
+        AdminCommand::Deliveries {
+            command: DeliveriesCommand::List { failed, limit },
+        } => {
+            print_json(&json!(store.list_deliveries(failed, limit.clamp(1, 10_000)).await?));
         }
         AdminCommand::Tcp { command } => match command {
             TcpCommand::Create {

@@ -57,6 +57,14 @@ pub struct FileConfig {
     pub sqlite_durability: Option<Durability>,
     /// How often (ms) the server checks the database for changes made by other processes.
     pub cache_refresh_ms: Option<u64>,
+    /// Allow webhook targets over plain `http`.
+    pub webhooks_allow_http: Option<bool>,
+    /// Allow webhook targets on loopback and private addresses.
+    pub webhooks_allow_private: Option<bool>,
+    /// Seconds a webhook delivery is retried before it fails.
+    pub webhook_retry_for: Option<i64>,
+    /// Failed deliveries in a row that deactivate a subscription.
+    pub webhook_deactivate_after: Option<i64>,
 }
 
 /// A string or a list of strings.
@@ -107,6 +115,9 @@ pub struct Overrides {
     pub master_key: Option<String>,
     /// `LTI2_ADMIN_TOKEN`: turns the admin HTTP API on.
     pub admin_token: Option<String>,
+    /// `--dev` / `LTI2_DEV`: allow webhook targets over http and on loopback and private
+    /// addresses (local development).
+    pub dev: bool,
 }
 
 /// Log output format.
@@ -148,6 +159,8 @@ pub struct Settings {
     pub master_key: Option<String>,
     /// The bearer token of the admin HTTP API (`/api/admin/…`); None turns the API off.
     pub admin_token: Option<String>,
+    /// Webhook delivery rules.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// A bad setting.
@@ -253,6 +266,13 @@ impl Settings {
                 o.cache_refresh_ms.or(file.cache_refresh_ms).unwrap_or(200),
             ),
             master_key: o.master_key,
+            webhooks: crate::webhooks::WebhookSettings {
+                allow_http: o.dev || file.webhooks_allow_http.unwrap_or(false),
+                allow_private: o.dev || file.webhooks_allow_private.unwrap_or(false),
+                retry_for: file.webhook_retry_for.unwrap_or(3600).max(0),
+                deactivate_after: file.webhook_deactivate_after.unwrap_or(20).max(1),
+                ..Default::default()
+            },
             admin_token: match o.admin_token {
                 Some(t) if t.len() < 32 => {
                     return Err(ConfigError(

@@ -23,6 +23,7 @@
 //! * [`registration`]: registration launches (`ToolProxyRegistrationRequest` parameters).
 //! * [`server`]: the axum HTTP service.
 //! * [`import`]: the LMS import document and the content-addressed file store.
+//! * [`webhooks`]: subscriptions' rules, event matching, signing, and the delivery worker.
 //! * [`config`]: settings from a TOML file, `LTI2_…` environment variables and flags.
 //! * [`client`]: the tool side: an assertion builder and a caching token client.
 //! * [`cli`]: the `lti2` command line (`serve`, `admin`, `token`, `jwt`, `bench`).
@@ -45,3 +46,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tool_proxy;
+pub mod webhooks;

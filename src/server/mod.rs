@@ -40,6 +40,7 @@ pub mod gate;
 pub mod lti;
 pub mod params;
 pub mod plagiarism;
+pub mod subscriptions;
 
 /// Largest request body accepted on the authorize routes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub files: Arc<FileStore>,
     /// The admin API's bearer token; None turns the admin API off.
     pub admin_token: Option<Arc<str>>,
+    /// Webhook rules (allowed targets).
+    pub webhooks: Arc<crate::webhooks::WebhookSettings>,
 }
 
 /// The router with every route and layer.
@@ -122,6 +125,16 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/courses/{id}/lti/registration_return",
             get(lti::registration_return),
+        )
+        .route(
+            "/api/lti/subscriptions",
+            get(subscriptions::index).post(subscriptions::create),
+        )
+        .route(
+            "/api/lti/subscriptions/{id}",
+            get(subscriptions::show)
+                .put(subscriptions::update)
+                .delete(subscriptions::destroy),
         )
         .route("/api/admin/import", post(admin::import))
         .route("/health", get(health))
@@ -244,6 +257,7 @@ pub struct Running {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 impl Running {
@@ -253,7 +267,9 @@ impl Running {
             let _ = tx.send(());
         }
         self.purge.abort();
-        self.task.await.unwrap_or(Ok(()))
+        let done = self.task.await.unwrap_or(Ok(()));
+        self.webhooks.abort();
+        done
     }
 
     /// Waits until the server stops on its own.
@@ -356,7 +372,14 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
         authority: authority.clone(),
         files: Arc::new(FileStore::new(&settings.data_dir)),
         admin_token: settings.admin_token.as_deref().map(Arc::from),
+        webhooks: Arc::new(settings.webhooks.clone()),
     });
+    let webhooks = tokio::spawn(crate::webhooks::run_worker(
+        store.clone(),
+        clock.clone(),
+        settings.webhooks.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, router, rx));
     tracing::info!(%addr, base_url = %base_urls[0], database = %redact_url(&settings.database_url), "lti2 is serving");
@@ -367,6 +390,7 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
         shutdown: Some(tx),
         task,
         purge,
+        webhooks,
     })
 }
 

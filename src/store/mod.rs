@@ -11,10 +11,13 @@ use serde::Serialize;
 use crate::access_token::SigningKey;
 use crate::secrets::{Secret, SecretsError};
 pub use lms::LmsStore;
+pub use webhooks::WebhookStore;
 
 pub mod lms;
 pub mod sqlite;
 mod sqlite_lms;
+mod sqlite_webhooks;
+pub mod webhooks;
 
 /// An LMS context that owns an authorize route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -518,7 +521,13 @@ pub trait NonceStore: Send + Sync {
 /// Everything the service stores.
 #[async_trait]
 pub trait Store:
-    ContextStore + CredentialStore + RegistrationStore + LmsStore + KeyStore + NonceStore
+    ContextStore
+    + CredentialStore
+    + RegistrationStore
+    + LmsStore
+    + WebhookStore
+    + KeyStore
+    + NonceStore
 {
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.

@@ -683,17 +683,20 @@ impl CredentialStore for SqliteStore {
         state: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE tool_proxies SET workflow_state = ?, updated_at = ? WHERE guid = ?",
         )
         .bind(state)
         .bind(now)
         .bind(guid)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tool proxy {guid}")));
         }
+        super::sqlite_webhooks::sync_auto_subscription(&mut tx, guid, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 

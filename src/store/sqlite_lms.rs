@@ -582,6 +582,28 @@ fn unique_or(e: sqlx::Error, path: String, message: &str) -> ImportError {
     ImportError::from(e)
 }
 
+/// What an assignment looks like to its events (None when it does not exist).
+async fn assignment_fingerprint(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT json_array(course_id, lti_id, name, description, due_at, points_possible, submission_types, workflow_state, tool_vendor_code, tool_product_code, tool_resource_type_code) FROM assignments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// What a submission and its versions look like to its events (None when it does not exist).
+async fn submission_fingerprint(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT json_array(s.assignment_id, s.user_id, s.group_id, s.workflow_state, s.eula_agreement_timestamp, (SELECT json_group_array(json_array(v.attempt, v.submitted_at, v.submission_type, v.body, v.url, v.workflow_state, (SELECT json_group_array(l.attachment_id) FROM (SELECT attachment_id FROM submission_version_attachments WHERE submission_id = v.submission_id AND attempt = v.attempt ORDER BY position) l))) FROM (SELECT * FROM submission_versions WHERE submission_id = s.id ORDER BY attempt) v)) FROM submissions s WHERE s.id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
 async fn import_in(
     tx: &mut Transaction<'_, Sqlite>,
     doc: &ImportDoc,
@@ -784,6 +806,7 @@ async fn import_in(
         }
         sum.groups += 1;
     }
+    let job = format!("import:{}", uuid::Uuid::new_v4());
     for (i, a) in doc.assignments.iter().enumerate() {
         let p = format!("assignments[{i}]");
         known(
@@ -795,6 +818,7 @@ async fn import_in(
             "course",
         )
         .await?;
+        let before = assignment_fingerprint(tx, a.id).await?;
         let types: Vec<&str> = match &a.submission_types {
             Some(t) => t.iter().map(|t| t.as_str()).collect(),
             None => vec!["online_upload"],
@@ -841,6 +865,18 @@ async fn import_in(
                 .bind(o.due_at.map(|t| t.0))
                 .execute(&mut **tx)
                 .await?;
+        }
+        let after = assignment_fingerprint(tx, a.id).await?;
+        match before {
+            None => {
+                super::sqlite_webhooks::emit_assignment_event(tx, "assignment_created", a.id, &job, now)
+                    .await?
+            }
+            Some(b) if Some(&b) != after.as_ref() => {
+                super::sqlite_webhooks::emit_assignment_event(tx, "assignment_updated", a.id, &job, now)
+                    .await?
+            }
+            _ => {}
         }
         sum.assignments += 1;
     }
@@ -900,6 +936,12 @@ async fn import_in(
                 format!("this user's submission to this assignment is submission {other}"),
             ));
         }
+        let before = submission_fingerprint(tx, s.id).await?;
+        let attempts_before: Vec<i64> =
+            sqlx::query_scalar("SELECT attempt FROM submission_versions WHERE submission_id = ?")
+                .bind(s.id)
+                .fetch_all(&mut **tx)
+                .await?;
         sqlx::query("INSERT INTO submissions (id, assignment_id, user_id, group_id, workflow_state, eula_agreement_timestamp, created_at, updated_at) VALUES (?, ?, ?, ?, 'unsubmitted', ?, ?, ?) ON CONFLICT (id) DO UPDATE SET assignment_id = excluded.assignment_id, user_id = excluded.user_id, group_id = excluded.group_id, eula_agreement_timestamp = coalesce(excluded.eula_agreement_timestamp, submissions.eula_agreement_timestamp), updated_at = excluded.updated_at")
             .bind(s.id)
             .bind(s.assignment_id)
@@ -990,6 +1032,31 @@ async fn import_in(
                 .bind(state.as_str())
                 .bind(s.id)
                 .execute(&mut **tx)
+                .await?;
+        }
+        // Live events, in this transaction (the outbox): one submission_created per new
+        // attempt; otherwise submission_updated when anything changed.
+        let mut new_attempts: Vec<i64> = s
+            .history
+            .iter()
+            .map(|v| v.attempt)
+            .filter(|a| !attempts_before.contains(a))
+            .collect();
+        new_attempts.sort_unstable();
+        if !new_attempts.is_empty() {
+            for attempt in new_attempts {
+                super::sqlite_webhooks::emit_submission_event(
+                    tx,
+                    "submission_created",
+                    s.id,
+                    Some(attempt),
+                    &job,
+                    now,
+                )
+                .await?;
+            }
+        } else if before.is_some() && before != submission_fingerprint(tx, s.id).await? {
+            super::sqlite_webhooks::emit_submission_event(tx, "submission_updated", s.id, None, &job, now)
                 .await?;
         }
         sum.submissions += 1;

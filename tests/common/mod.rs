@@ -87,6 +87,7 @@ pub async fn spawn_probe(authority: Arc<lti2::authority::Authority>) -> String {
             authority,
             files: Arc::new(lti2::import::FileStore::new(std::path::Path::new("."))),
             admin_token: None,
+            webhooks: Arc::new(lti2::webhooks::WebhookSettings::default()),
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

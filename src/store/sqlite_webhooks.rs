@@ -1,0 +1,707 @@
+//! [`WebhookStore`] for SQLite, the live-event messages written into the outbox by the
+//! importer, and the automatic subscription of similarity-detection tool proxies.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::sqlite::SqliteStore;
+use super::webhooks::*;
+use super::StoreError;
+use crate::import::format_time;
+use crate::webhooks::{matches, EventFacts, PLAGIARISM_EVENTS};
+
+const SUBSCRIPTION_COLUMNS: &str = "id, tool_proxy_guid, developer_key_id, root_account_id, context_type, context_id, assignment_id, event_types, system_event_types, user_event_types, format, transport_type, url, associated_integration_id, state, automatic, consecutive_failures, deactivated_reason, created_at, updated_at";
+
+fn list(v: Option<String>) -> Option<Vec<String>> {
+    v.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn subscription_row(r: &SqliteRow) -> Subscription {
+    Subscription {
+        id: r.get(0),
+        tool_proxy_guid: r.get(1),
+        developer_key_id: r.get(2),
+        root_account_id: r.get(3),
+        context_type: r.get(4),
+        context_id: r.get(5),
+        assignment_id: r.get(6),
+        event_types: list(r.get(7)),
+        system_event_types: list(r.get(8)),
+        user_event_types: list(r.get(9)),
+        format: r.get(10),
+        transport_type: r.get(11),
+        url: r.get(12),
+        associated_integration_id: r.get(13),
+        state: r.get(14),
+        automatic: r.get::<bool, _>(15),
+        consecutive_failures: r.get(16),
+        deactivated_reason: r.get(17),
+        created_at: r.get(18),
+        updated_at: r.get(19),
+    }
+}
+
+fn json_list(v: &Option<Vec<String>>) -> Option<String> {
+    v.as_ref().map(|l| serde_json::to_string(l).expect("strings serialise"))
+}
+
+async fn insert_subscription(
+    tx: &mut Transaction<'_, Sqlite>,
+    s: &Subscription,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+        .bind(&s.id)
+        .bind(&s.tool_proxy_guid)
+        .bind(s.developer_key_id)
+        .bind(s.root_account_id)
+        .bind(&s.context_type)
+        .bind(&s.context_id)
+        .bind(s.assignment_id)
+        .bind(json_list(&s.event_types))
+        .bind(json_list(&s.system_event_types))
+        .bind(json_list(&s.user_event_types))
+        .bind(&s.format)
+        .bind(&s.transport_type)
+        .bind(&s.url)
+        .bind(&s.associated_integration_id)
+        .bind(&s.state)
+        .bind(s.automatic)
+        .bind(s.consecutive_failures)
+        .bind(&s.deactivated_reason)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `event_time`: RFC 3339 UTC with milliseconds (Canvas's metadata format).
+fn event_time(now: i64) -> String {
+    let t = format_time(now);
+    match t.strip_suffix('Z') {
+        Some(base) => format!("{base}.000Z"),
+        None => t,
+    }
+}
+
+/// The guid of the nearest active tool proxy with these codes installed above a course (Canvas
+/// `ToolProxy.proxies_in_order_by_codes`): the course, then each account up the chain; at the
+/// first level with a binding of such a proxy, the most recently installed enabled one (a
+/// disabled binding there hides the proxies above).
+async fn associated_integration_id(
+    tx: &mut Transaction<'_, Sqlite>,
+    course_id: i64,
+    vendor: &str,
+    product: &str,
+    resource_type_code: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let candidates = sqlx::query(
+        "SELECT DISTINCT tp.guid, b.context_type, b.context_id, b.enabled, b.id FROM tool_proxies tp JOIN product_families pf ON pf.id = tp.product_family_id JOIN resource_handlers rh ON rh.tool_proxy_guid = tp.guid JOIN tool_proxy_bindings b ON b.tool_proxy_guid = tp.guid WHERE tp.workflow_state = 'active' AND pf.vendor_code = ? AND pf.product_code = ? AND rh.resource_type_code = ?",
+    )
+    .bind(vendor)
+    .bind(product)
+    .bind(resource_type_code)
+    .fetch_all(&mut **tx)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let chain: Vec<i64> = sqlx::query_scalar(
+        "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) SELECT id FROM chain ORDER BY depth",
+    )
+    .bind(course_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let levels = std::iter::once(("course", course_id)).chain(chain.into_iter().map(|a| ("account", a)));
+    for (kind, id) in levels {
+        let mut here: Vec<(i64, String, bool)> = candidates
+            .iter()
+            .filter(|c| c.get::<String, _>(1) == kind && c.get::<i64, _>(2) == id)
+            .map(|c| (c.get::<i64, _>(4), c.get::<String, _>(0), c.get::<bool, _>(3)))
+            .collect();
+        if here.is_empty() {
+            continue;
+        }
+        here.sort_by(|a, b| b.0.cmp(&a.0));
+        return Ok(here.into_iter().find(|(_, _, enabled)| *enabled).map(|(_, g, _)| g));
+    }
+    Ok(None)
+}
+
+/// (root account id, its uuid, the course's account id) of a course.
+async fn course_accounts(
+    tx: &mut Transaction<'_, Sqlite>,
+    course_id: i64,
+) -> Result<Option<(i64, String, i64)>, sqlx::Error> {
+    let row = sqlx::query(
+        "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) SELECT a.id, a.uuid, (SELECT account_id FROM courses WHERE id = ?) FROM chain ch JOIN accounts a ON a.id = ch.id ORDER BY ch.depth DESC LIMIT 1",
+    )
+    .bind(course_id)
+    .bind(course_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+fn id_str(v: Option<i64>) -> Value {
+    v.map(|i| Value::String(i.to_string())).unwrap_or(Value::Null)
+}
+
+fn time_or_null(t: Option<i64>) -> Value {
+    t.map(|t| Value::String(format_time(t))).unwrap_or(Value::Null)
+}
+
+fn truncate(s: Option<String>) -> Value {
+    match s {
+        Some(s) if s.chars().count() > 8192 => Value::String(s.chars().take(8192).collect()),
+        Some(s) => Value::String(s),
+        None => Value::Null,
+    }
+}
+
+struct Written {
+    name: String,
+    root_account_id: i64,
+    assignment_id: i64,
+    associated_integration_id: Option<String>,
+    message: Value,
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    w: Written,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query("INSERT INTO events (id, event_name, system, root_account_id, assignment_id, associated_integration_id, message, created_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?)")
+        .bind(&id)
+        .bind(&w.name)
+        .bind(w.root_account_id)
+        .bind(w.assignment_id)
+        .bind(&w.associated_integration_id)
+        .bind(w.message.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+fn metadata(name: &str, now: i64, root: &(i64, String, i64), course_id: i64, job: &str) -> Value {
+    json!({
+        "event_name": name,
+        "event_time": event_time(now),
+        "producer": "canvas",
+        "root_account_id": root.0.to_string(),
+        "root_account_uuid": root.1,
+        "root_account_lti_guid": root.1,
+        "context_type": "Course",
+        "context_id": course_id.to_string(),
+        "context_account_id": root.2.to_string(),
+        "job_id": job,
+        "job_tag": "lti2 import",
+    })
+}
+
+/// Writes a submission event (`submission_created`, `submission_updated`,
+/// `plagiarism_resubmit`) for a submission, showing `attempt`'s version (default: the current
+/// one), in the caller's transaction. Returns the event id.
+pub(super) async fn emit_submission_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    name: &str,
+    submission_id: i64,
+    attempt: Option<i64>,
+    job: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(s) = sqlx::query("SELECT s.id, s.assignment_id, s.user_id, s.group_id, s.workflow_state, s.attempt, s.updated_at, u.lti_id, a.lti_id, a.course_id, a.tool_vendor_code, a.tool_product_code, a.tool_resource_type_code FROM submissions s JOIN users u ON u.id = s.user_id JOIN assignments a ON a.id = s.assignment_id WHERE s.id = ?")
+        .bind(submission_id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let attempt = attempt.or(s.get::<Option<i64>, _>(5));
+    let v = sqlx::query("SELECT attempt, submitted_at, submission_type, body, url, workflow_state FROM submission_versions WHERE submission_id = ? AND attempt IS ?")
+        .bind(submission_id)
+        .bind(attempt)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let course_id: i64 = s.get(9);
+    let Some(root) = course_accounts(tx, course_id).await? else {
+        return Ok(None);
+    };
+    let aii = match (s.get::<Option<String>, _>(10), s.get::<Option<String>, _>(11), s.get::<Option<String>, _>(12)) {
+        (Some(v), Some(p), Some(r)) => associated_integration_id(tx, course_id, &v, &p, &r).await?,
+        _ => None,
+    };
+    let (submitted_at, submission_type, body, url, state): (Option<i64>, Option<String>, Option<String>, Option<String>, String) = match &v {
+        Some(v) => (v.get(1), v.get(2), v.get(3), v.get(4), v.get(5)),
+        None => (None, None, None, None, s.get(4)),
+    };
+    let mut b = json!({
+        "submission_id": submission_id.to_string(),
+        "assignment_id": s.get::<i64, _>(1).to_string(),
+        "user_id": s.get::<i64, _>(2).to_string(),
+        "lti_user_id": s.get::<String, _>(7),
+        "lti_assignment_id": s.get::<String, _>(8),
+        "submitted_at": time_or_null(submitted_at),
+        "graded_at": null,
+        "updated_at": format_time(s.get(6)),
+        "posted_at": null,
+        "score": null,
+        "grade": null,
+        "submission_type": submission_type,
+        "body": truncate(body),
+        "url": url,
+        "attempt": attempt,
+        "late": false,
+        "missing": false,
+        "group_id": id_str(s.get(3)),
+        "workflow_state": state,
+    });
+    if let Some(a) = &aii {
+        b["associated_integration_id"] = Value::String(a.clone());
+    }
+    let message = json!({"metadata": metadata(name, now, &root, course_id, job), "body": b});
+    let id = insert_event(
+        tx,
+        Written {
+            name: name.into(),
+            root_account_id: root.0,
+            assignment_id: s.get(1),
+            associated_integration_id: aii,
+            message,
+        },
+        now,
+    )
+    .await?;
+    Ok(Some(id))
+}
+
+/// Writes `assignment_created` or `assignment_updated` in the caller's transaction.
+pub(super) async fn emit_assignment_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    name: &str,
+    assignment_id: i64,
+    job: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let Some(a) = sqlx::query("SELECT a.id, a.course_id, a.lti_id, a.name, a.description, a.due_at, a.points_possible, a.submission_types, a.workflow_state, a.updated_at, a.tool_vendor_code, a.tool_product_code, a.tool_resource_type_code, c.lti_id FROM assignments a JOIN courses c ON c.id = a.course_id WHERE a.id = ?")
+        .bind(assignment_id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    let course_id: i64 = a.get(1);
+    let Some(root) = course_accounts(tx, course_id).await? else {
+        return Ok(());
+    };
+    let aii = match (a.get::<Option<String>, _>(10), a.get::<Option<String>, _>(11), a.get::<Option<String>, _>(12)) {
+        (Some(v), Some(p), Some(r)) => associated_integration_id(tx, course_id, &v, &p, &r).await?,
+        _ => None,
+    };
+    let types: Vec<String> = serde_json::from_str(&a.get::<String, _>(7)).unwrap_or_default();
+    let description: Option<String> = a.get(4);
+    let mut b = json!({
+        "assignment_id": assignment_id.to_string(),
+        "context_id": course_id.to_string(),
+        "context_type": "Course",
+        "context_uuid": a.get::<Option<String>, _>(13),
+        "assignment_group_id": null,
+        "title": truncate(a.get(3)),
+        "description": truncate(description.clone()),
+        "lti_assignment_description": truncate(description),
+        "due_at": time_or_null(a.get(5)),
+        "unlock_at": null,
+        "lock_at": null,
+        "updated_at": format_time(a.get(9)),
+        "points_possible": a.get::<Option<f64>, _>(6),
+        "workflow_state": a.get::<String, _>(8),
+        "submission_types": types.join(","),
+        "lti_assignment_id": a.get::<String, _>(2),
+        "lti_resource_link_id": null,
+    });
+    if let Some(x) = &aii {
+        b["associated_integration_id"] = Value::String(x.clone());
+    }
+    let message = json!({"metadata": metadata(name, now, &root, course_id, job), "body": b});
+    insert_event(
+        tx,
+        Written {
+            name: name.into(),
+            root_account_id: root.0,
+            assignment_id,
+            associated_integration_id: aii,
+            message,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The endpoint of the tool's `vnd.Canvas.SubmissionEvent` service (POST) in its ToolProxy
+/// document (Canvas `PlagiarismSubscriptionsHelper#submission_event_endpoint`).
+fn submission_event_endpoint(raw_data: &str) -> Option<String> {
+    let doc: Value = serde_json::from_str(raw_data).ok()?;
+    doc.get("tool_profile")?
+        .get("service_offered")?
+        .as_array()?
+        .iter()
+        .find(|s| {
+            s.get("@id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.contains("vnd.Canvas.SubmissionEvent"))
+                && s.get("action").is_some_and(|a| match a {
+                    Value::String(x) => x.eq_ignore_ascii_case("POST"),
+                    Value::Array(xs) => xs.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case("POST"))),
+                    _ => false,
+                })
+        })?
+        .get("endpoint")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Keeps a tool proxy's automatic subscription in step with its state (Canvas
+/// `ToolProxy#manage_subscription`): created when it is active with
+/// `Canvas.placements.similarityDetection` and a submission event endpoint; deleted when it is
+/// not active.
+pub(super) async fn sync_auto_subscription(
+    tx: &mut Transaction<'_, Sqlite>,
+    guid: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let Some(tp) = sqlx::query("SELECT workflow_state, enabled_capability, raw_data, developer_key_id FROM tool_proxies WHERE guid = ?")
+        .bind(guid)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    let state: String = tp.get(0);
+    let caps: Vec<String> = serde_json::from_str(&tp.get::<String, _>(1)).unwrap_or_default();
+    let wants = state == "active" && caps.iter().any(|c| c == "Canvas.placements.similarityDetection");
+    if !wants {
+        sqlx::query("UPDATE subscriptions SET state = 'Deleted', updated_at = ? WHERE tool_proxy_guid = ? AND automatic = 1 AND state <> 'Deleted'")
+            .bind(now)
+            .bind(guid)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    let existing: Option<String> = sqlx::query_scalar("SELECT id FROM subscriptions WHERE tool_proxy_guid = ? AND automatic = 1 AND state = 'Active'")
+        .bind(guid)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    let Some(url) = tp.get::<Option<String>, _>(2).as_deref().and_then(submission_event_endpoint) else {
+        tracing::warn!(guid, "the similarity-detection tool has no vnd.Canvas.SubmissionEvent service: no automatic subscription");
+        return Ok(());
+    };
+    // The root account of the context the tool proxy is installed in.
+    let binding = sqlx::query("SELECT context_type, context_id FROM tool_proxy_bindings WHERE tool_proxy_guid = ? ORDER BY id LIMIT 1")
+        .bind(guid)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let root = match binding {
+        Some(b) => {
+            let kind: String = b.get(0);
+            let id: i64 = b.get(1);
+            let start: Option<i64> = if kind == "course" {
+                sqlx::query_scalar("SELECT account_id FROM courses WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?
+            } else {
+                Some(id)
+            };
+            match start {
+                Some(start) => sqlx::query("WITH RECURSIVE chain(id, parent, depth) AS (SELECT id, parent_account_id, 0 FROM accounts WHERE id = ? UNION ALL SELECT a.id, a.parent_account_id, c.depth + 1 FROM accounts a JOIN chain c ON a.id = c.parent WHERE c.depth < 64) SELECT a.id, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1")
+                    .bind(start)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))),
+                None => None,
+            }
+        }
+        None => sqlx::query("SELECT id, uuid FROM accounts WHERE id = 1")
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))),
+    };
+    let Some((root_id, root_uuid)) = root else {
+        return Ok(());
+    };
+    let events: Vec<String> = PLAGIARISM_EVENTS.iter().map(|s| s.to_string()).collect();
+    insert_subscription(
+        tx,
+        &Subscription {
+            id: uuid::Uuid::new_v4().to_string(),
+            tool_proxy_guid: guid.to_owned(),
+            developer_key_id: tp.get(3),
+            root_account_id: root_id,
+            context_type: "root_account".into(),
+            context_id: root_uuid,
+            assignment_id: None,
+            event_types: None,
+            system_event_types: Some(events.clone()),
+            user_event_types: Some(events),
+            format: "live-event".into(),
+            transport_type: "https".into(),
+            url,
+            associated_integration_id: Some(guid.to_owned()),
+            state: "Active".into(),
+            automatic: true,
+            consecutive_failures: 0,
+            deactivated_reason: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await?;
+    tracing::info!(guid, "automatic plagiarism subscription created");
+    Ok(())
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        insert_subscription(&mut tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE subscriptions SET root_account_id = ?, context_type = ?, context_id = ?, assignment_id = ?, event_types = ?, system_event_types = ?, user_event_types = ?, format = ?, transport_type = ?, url = ?, associated_integration_id = ?, state = ?, consecutive_failures = ?, deactivated_reason = ?, updated_at = ? WHERE id = ?")
+            .bind(s.root_account_id)
+            .bind(&s.context_type)
+            .bind(&s.context_id)
+            .bind(s.assignment_id)
+            .bind(json_list(&s.event_types))
+            .bind(json_list(&s.system_event_types))
+            .bind(json_list(&s.user_event_types))
+            .bind(&s.format)
+            .bind(&s.transport_type)
+            .bind(&s.url)
+            .bind(&s.associated_integration_id)
+            .bind(&s.state)
+            .bind(s.consecutive_failures)
+            .bind(&s.deactivated_reason)
+            .bind(s.updated_at)
+            .bind(&s.id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("subscription {}", s.id)));
+        }
+        Ok(())
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(subscription_row))
+    }
+
+    async fn subscriptions_of(
+        &self,
+        guid: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tool_proxy_guid = ? AND state <> 'Deleted' AND id > ? ORDER BY id LIMIT ?"))
+            .bind(guid)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(subscription_row).collect())
+    }
+
+    async fn root_account_by_uuid(&self, uuid: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE uuid = ? AND parent_account_id IS NULL")
+            .bind(uuid)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn dispatch_events(&self, now: i64) -> Result<usize, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let events = sqlx::query("SELECT seq, event_name, system, root_account_id, assignment_id, associated_integration_id FROM events WHERE dispatched = 0 ORDER BY seq LIMIT 500")
+            .fetch_all(&mut *tx)
+            .await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let subs: Vec<Subscription> = sqlx::query(&format!("SELECT {} FROM subscriptions s JOIN tool_proxies tp ON tp.guid = s.tool_proxy_guid WHERE s.state = 'Active' AND tp.workflow_state = 'active'", SUBSCRIPTION_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(subscription_row)
+            .collect();
+        let mut created = 0;
+        for e in &events {
+            let seq: i64 = e.get(0);
+            let name: String = e.get(1);
+            let aii: Option<String> = e.get(5);
+            let facts = EventFacts {
+                event_name: &name,
+                system: e.get::<bool, _>(2),
+                root_account_id: e.get(3),
+                assignment_id: e.get(4),
+                associated_integration_id: aii.as_deref(),
+            };
+            for s in subs.iter().filter(|s| matches(s, &facts)) {
+                created += sqlx::query("INSERT OR IGNORE INTO deliveries (event_seq, subscription_id, state, attempts, next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', 0, ?, ?, ?)")
+                    .bind(seq)
+                    .bind(&s.id)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as usize;
+            }
+            sqlx::query("UPDATE events SET dispatched = 1 WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: i64,
+        busy: &[i64],
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let busy = serde_json::to_string(busy).expect("ids serialise");
+        let rows = sqlx::query("SELECT d.id, e.id, e.event_name, e.message, d.subscription_id, s.url, s.tool_proxy_guid, d.attempts, d.created_at FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.id = d.subscription_id WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND s.state = 'Active' AND d.id NOT IN (SELECT value FROM json_each(?)) ORDER BY d.id LIMIT ?")
+            .bind(now)
+            .bind(busy)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DueDelivery {
+                id: r.get(0),
+                event_id: r.get(1),
+                event_name: r.get(2),
+                message: r.get(3),
+                subscription_id: r.get(4),
+                url: r.get(5),
+                tool_proxy_guid: r.get(6),
+                attempts: r.get(7),
+                created_at: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now: i64,
+        deactivate_after: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let Some(sub) = sqlx::query_scalar::<_, String>("SELECT subscription_id FROM deliveries WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::NotFound(format!("delivery {id}")));
+        };
+        let (state, status, error, next): (&str, Option<u16>, Option<&str>, Option<i64>) = match outcome {
+            DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
+            DeliveryOutcome::Retry { status, error, next_attempt_at } => ("pending", *status, Some(error), Some(*next_attempt_at)),
+            DeliveryOutcome::Failed { status, error } => ("failed", *status, Some(error), None),
+        };
+        sqlx::query("UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(status.map(i64::from))
+            .bind(error)
+            .bind(next)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        match state {
+            "delivered" => {
+                sqlx::query("UPDATE subscriptions SET consecutive_failures = 0 WHERE id = ?")
+                    .bind(&sub)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            "failed" => {
+                let failures: i64 = sqlx::query_scalar("UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = ? RETURNING consecutive_failures")
+                    .bind(&sub)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if failures >= deactivate_after {
+                    sqlx::query("UPDATE subscriptions SET state = 'Deactivated', deactivated_reason = ?, updated_at = ? WHERE id = ? AND state = 'Active'")
+                        .bind(format!("{failures} deliveries in a row failed; the last: {}", error.unwrap_or("")))
+                        .bind(now)
+                        .bind(&sub)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE deliveries SET state = 'failed', last_error = 'the subscription was deactivated', updated_at = ? WHERE subscription_id = ? AND state = 'pending'")
+                        .bind(now)
+                        .bind(&sub)
+                        .execute(&mut *tx)
+                        .await?;
+                    tracing::warn!(subscription = %sub, failures, "webhook subscription deactivated after repeated delivery failures");
+                }
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        failed_only: bool,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query("SELECT d.id, e.id, e.event_name, d.subscription_id, s.url, d.state, d.attempts, d.last_status, d.last_error, d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.id = d.subscription_id WHERE (? = 0 OR d.state = 'failed') ORDER BY d.id DESC LIMIT ?")
+            .bind(failed_only)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                id: r.get(0),
+                event_id: r.get(1),
+                event_name: r.get(2),
+                subscription_id: r.get(3),
+                url: r.get(4),
+                state: r.get(5),
+                attempts: r.get(6),
+                last_status: r.get(7),
+                last_error: r.get(8),
+                created_at: r.get(9),
+                updated_at: r.get(10),
+            })
+            .collect())
+    }
+
+    async fn resubmit(&self, submission_id: i64, now: i64) -> Result<String, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let id = emit_submission_event(&mut tx, "plagiarism_resubmit", submission_id, None, "lti2 admin submission resubmit", now)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("submission {submission_id}")))?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
