@@ -890,12 +890,18 @@ async fn run_admin(
             command: SubmissionCommand::Resubmit { submission },
         } => {
             let event = store.resubmit(submission, now).await?;
-            print_json(&json!({"submission_id": submission, "event": "plagiarism_resubmit", "event_id": event}));
+            print_json(
+                &json!({"submission_id": submission, "event": "plagiarism_resubmit", "event_id": event}),
+            );
         }
         AdminCommand::Deliveries {
             command: DeliveriesCommand::List { failed, limit },
         } => {
-            print_json(&json!(store.list_deliveries(failed, limit.clamp(1, 10_000)).await?));
+            print_json(&json!(
+                store
+                    .list_deliveries(failed, limit.clamp(1, 10_000))
+                    .await?
+            ));
         }
         AdminCommand::Tcp { command } => match command {
             TcpCommand::Create {

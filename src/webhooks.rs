@@ -50,12 +50,17 @@ pub const GRANT_ALL: &[&str] = &[
 /// `WEBHOOK_SUBSCRIPTION_CAPABILITIES`); None for a type that only grant-all allows.
 pub fn capabilities_for(event_type: &str) -> Option<Vec<String>> {
     match event_type {
-        "submission_created" | "submission_updated" | "plagiarism_resubmit"
-        | "attachment_created" | "quiz_submitted" => Some(vec![
+        "submission_created"
+        | "submission_updated"
+        | "plagiarism_resubmit"
+        | "attachment_created"
+        | "quiz_submitted" => Some(vec![
             format!("vnd.instructure.webhooks.root_account.{event_type}"),
             format!("vnd.instructure.webhooks.assignment.{event_type}"),
         ]),
-        "grade_change" => Some(vec!["vnd.instructure.webhooks.root_account.grade_change".into()]),
+        "grade_change" => Some(vec![
+            "vnd.instructure.webhooks.root_account.grade_change".into()
+        ]),
         _ => None,
     }
 }
@@ -69,8 +74,7 @@ pub fn may_subscribe(enabled_capability: &[String], event_types: &[String]) -> b
         return true;
     }
     event_types.iter().all(|t| {
-        capabilities_for(t)
-            .is_some_and(|caps| caps.iter().any(|c| enabled_capability.contains(c)))
+        capabilities_for(t).is_some_and(|caps| caps.iter().any(|c| enabled_capability.contains(c)))
     })
 }
 
@@ -97,7 +101,10 @@ pub fn matches(s: &Subscription, e: &EventFacts<'_>) -> bool {
     if s.state != "Active" {
         return false;
     }
-    let listed = |l: &Option<Vec<String>>| l.as_ref().is_some_and(|l| l.iter().any(|t| t == e.event_name));
+    let listed = |l: &Option<Vec<String>>| {
+        l.as_ref()
+            .is_some_and(|l| l.iter().any(|t| t == e.event_name))
+    };
     let wanted = listed(&s.event_types)
         || if e.system {
             listed(&s.system_event_types)
@@ -202,7 +209,8 @@ impl Default for WebhookSettings {
 /// internal targets are not allowed, a host that is an internal IP literal or `localhost` is
 /// refused (names are checked again when delivering). Returns the message for a 400.
 pub fn check_url(url: &str, transport: &str, settings: &WebhookSettings) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|_| format!("TransportMetadata.Url '{url}' is not an absolute URL"))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|_| format!("TransportMetadata.Url '{url}' is not an absolute URL"))?;
     let scheme_ok = match transport {
         "https" => parsed.scheme() == "https" || (settings.allow_http && parsed.scheme() == "http"),
         "http" => settings.allow_http && parsed.scheme() == "http",
@@ -211,7 +219,11 @@ pub fn check_url(url: &str, transport: &str, settings: &WebhookSettings) -> Resu
     if !scheme_ok {
         return Err(format!(
             "TransportMetadata.Url must be an https URL{}",
-            if settings.allow_http { " (or http)" } else { "" }
+            if settings.allow_http {
+                " (or http)"
+            } else {
+                ""
+            }
         ));
     }
     let Some(host) = parsed.host() else {
@@ -221,7 +233,9 @@ pub fn check_url(url: &str, transport: &str, settings: &WebhookSettings) -> Resu
         let internal = match host {
             url::Host::Ipv4(a) => is_internal(IpAddr::V4(a)),
             url::Host::Ipv6(a) => is_internal(IpAddr::V6(a)),
-            url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+            url::Host::Domain(d) => {
+                d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
+            }
         };
         if internal {
             return Err("TransportMetadata.Url points to an internal address, which lti2 does not deliver to".into());
@@ -349,19 +363,31 @@ async fn attempt(
         Ok(u) => u,
         Err(_) => return fail(None, "the URL does not parse".into(), false),
     };
-    let host = parsed.host_str().unwrap_or("").trim_matches(['[', ']']).to_owned();
+    let host = parsed
+        .host_str()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_owned();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(a) => a.collect(),
-        Err(e) => return fail(None, format!("cannot resolve {host}: {e}"), true),
-    };
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => return fail(None, format!("cannot resolve {host}: {e}"), true),
+        };
     let Some(addr) = addrs.first().copied() else {
         return fail(None, format!("{host} has no address"), true);
     };
     if !settings.allow_private && addrs.iter().any(|a| is_internal(a.ip())) {
-        return fail(None, format!("{host} resolves to an internal address"), false);
+        return fail(
+            None,
+            format!("{host} resolves to an internal address"),
+            false,
+        );
     }
-    let client = if parsed.host().is_some_and(|h| matches!(h, url::Host::Domain(_))) {
+    let client = if parsed
+        .host()
+        .is_some_and(|h| matches!(h, url::Host::Domain(_)))
+    {
         match reqwest::Client::builder()
             .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -390,7 +416,11 @@ async fn attempt(
         Ok(r) if r.status().is_success() => DeliveryOutcome::Delivered {
             status: r.status().as_u16(),
         },
-        Ok(r) => fail(Some(r.status().as_u16()), format!("the receiver answered {}", r.status().as_u16()), true),
+        Ok(r) => fail(
+            Some(r.status().as_u16()),
+            format!("the receiver answered {}", r.status().as_u16()),
+            true,
+        ),
         Err(e) => fail(None, format!("{e}"), true),
     }
 }
@@ -438,12 +468,27 @@ mod tests {
     fn capabilities_grant_event_types() {
         let caps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(may_subscribe(&caps(&["vnd.instructure.webhooks.assignment.submission_created"]), &types(&["submission_created"])));
-        assert!(!may_subscribe(&caps(&["vnd.instructure.webhooks.assignment.submission_created"]), &types(&["submission_updated"])));
-        assert!(!may_subscribe(&caps(&["vnd.instructure.webhooks.assignment.grade_change"]), &types(&["grade_change"])));
+        assert!(may_subscribe(
+            &caps(&["vnd.instructure.webhooks.assignment.submission_created"]),
+            &types(&["submission_created"])
+        ));
+        assert!(!may_subscribe(
+            &caps(&["vnd.instructure.webhooks.assignment.submission_created"]),
+            &types(&["submission_updated"])
+        ));
+        assert!(!may_subscribe(
+            &caps(&["vnd.instructure.webhooks.assignment.grade_change"]),
+            &types(&["grade_change"])
+        ));
         assert!(!may_subscribe(&caps(&[]), &types(&["assignment_created"])));
-        assert!(may_subscribe(&caps(&["vnd.instructure.webhooks.root_account.all"]), &types(&["assignment_created", "anything"])));
-        assert!(!may_subscribe(&caps(&["vnd.instructure.webhooks.root_account.submission_created"]), &types(&["made_up"])));
+        assert!(may_subscribe(
+            &caps(&["vnd.instructure.webhooks.root_account.all"]),
+            &types(&["assignment_created", "anything"])
+        ));
+        assert!(!may_subscribe(
+            &caps(&["vnd.instructure.webhooks.root_account.submission_created"]),
+            &types(&["made_up"])
+        ));
     }
 
     #[test]
@@ -462,7 +507,10 @@ mod tests {
         auto.event_types = None;
         auto.system_event_types = Some(vec!["submission_created".into()]);
         assert!(matches(&auto, &event("submission_created", 1, None)));
-        let user_event = EventFacts { system: false, ..event("submission_created", 1, None) };
+        let user_event = EventFacts {
+            system: false,
+            ..event("submission_created", 1, None)
+        };
         assert!(!matches(&auto, &user_event));
         let mut gone = sub("root_account");
         gone.state = "Deleted".into();
@@ -490,13 +538,27 @@ mod tests {
     #[test]
     fn internal_targets_are_refused_unless_allowed() {
         let strict = WebhookSettings::default();
-        for bad in ["https://127.0.0.1/x", "https://10.1.2.3/", "https://[::1]/", "https://169.254.169.254/latest", "https://localhost:8443/", "https://192.168.1.1/", "https://[fd00::1]/", "https://100.64.0.1/", "https://[::ffff:127.0.0.1]/"] {
+        for bad in [
+            "https://127.0.0.1/x",
+            "https://10.1.2.3/",
+            "https://[::1]/",
+            "https://169.254.169.254/latest",
+            "https://localhost:8443/",
+            "https://192.168.1.1/",
+            "https://[fd00::1]/",
+            "https://100.64.0.1/",
+            "https://[::ffff:127.0.0.1]/",
+        ] {
             assert!(check_url(bad, "https", &strict).is_err(), "{bad}");
         }
         assert!(check_url("http://tool.example/x", "https", &strict).is_err());
         assert!(check_url("https://tool.example/x", "https", &strict).is_ok());
         assert!(check_url("/relative", "https", &strict).is_err());
-        let dev = WebhookSettings { allow_http: true, allow_private: true, ..Default::default() };
+        let dev = WebhookSettings {
+            allow_http: true,
+            allow_private: true,
+            ..Default::default()
+        };
         assert!(check_url("http://127.0.0.1:9000/x", "https", &dev).is_ok());
         assert!(check_url("http://127.0.0.1:9000/x", "http", &dev).is_ok());
         assert!(check_url("http://127.0.0.1:9000/x", "http", &strict).is_err());

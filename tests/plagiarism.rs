@@ -9,11 +9,7 @@ use std::sync::Arc;
 
 use common::{Reply, TestApp};
 use lti2::client::{Credentials, TokenClient};
-use lti2::secrets::Secret;
-use lti2::store::{
-    ContextKind, ContextRef, MessageHandlerSpec, NewRegistration, ProductFamilySpec,
-    RegisteredToolProxy, ResourceHandlerSpec, ToolProxyContent, ToolService,
-};
+use lti2::store::{ContextKind, ContextRef, ToolService};
 use serde_json::{json, Value};
 
 const NOW: i64 = 1_800_000_000;
@@ -48,8 +44,6 @@ fn all_services() -> Vec<ToolService> {
     .collect()
 }
 
-/// A registered, accepted tool proxy bound to `bind`.
-#[allow(clippy::too_many_arguments)]
 async fn tool(
     app: &TestApp,
     guid: &str,
@@ -58,71 +52,7 @@ async fn tool(
     services: Vec<ToolService>,
     bind: ContextRef,
 ) -> String {
-    let secret = format!("{guid}-shared-secret-0123456789abcdef0123456789");
-    let store = app.store();
-    store
-        .create_registration(NewRegistration {
-            reg_key: guid.into(),
-            reg_password: Secret::new(b"reg-password-0123456789abcdef0123".to_vec()),
-            context: bind,
-            tool_url: None,
-            now: NOW,
-            expires_at: NOW + 3600,
-        })
-        .await
-        .unwrap();
-    let mut enabled = vec!["Security.splitSecret".to_string()];
-    enabled.extend(caps.iter().map(|c| c.to_string()));
-    store
-        .register_tool_proxy(RegisteredToolProxy {
-            guid: guid.into(),
-            context: bind,
-            developer_key_id: None,
-            product_family: ProductFamilySpec {
-                vendor_code: VENDOR.into(),
-                product_code: product.into(),
-                vendor_name: "Acme".into(),
-                vendor_description: None,
-                website: None,
-                vendor_email: None,
-            },
-            registration_url: None,
-            shared_secret: Secret::new(secret.clone().into_bytes()),
-            content: ToolProxyContent {
-                name: "Checker".into(),
-                description: None,
-                product_version: None,
-                lti_version: "LTI-2p0".into(),
-                enabled_capability: enabled,
-                tool_service: services,
-                resource_handlers: vec![ResourceHandlerSpec {
-                    resource_type_code: RT.into(),
-                    name: "Reports".into(),
-                    description: None,
-                    messages: vec![MessageHandlerSpec {
-                        message_type: "basic-lti-launch-request".into(),
-                        launch_path: "https://tool.example/launch".into(),
-                        capabilities: vec![SIMILARITY.into()],
-                        parameters: json!([]),
-                        placements: vec!["similarity_detection".into()],
-                    }],
-                }],
-                raw_data: "{}".into(),
-            },
-            now: NOW,
-        })
-        .await
-        .unwrap();
-    store
-        .set_tool_proxy_state(guid, "active", NOW)
-        .await
-        .unwrap();
-    let client = TokenClient::new(
-        &format!("{}/api/lti/accounts/1/authorize", app.addr),
-        Credentials::tool_proxy(guid, secret.into_bytes()),
-    )
-    .with_clock(Arc::new(app.clock.clone()));
-    client.access_token().await.expect("a tool token")
+    common::registered_tool(app, guid, VENDOR, product, caps, services, bind, "{}").await
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -88,9 +88,9 @@ async fn authenticate(a: &Authority, parts: &Parts) -> Step<std::sync::Arc<ToolP
     let auth = gate::authenticate(a, parts, &[], &SUBSCRIPTIONS)
         .await
         .map_err(|e| gate::refusal(&e, Refusal::Standard))?;
-    auth.tool_proxy().cloned().ok_or_else(|| {
-        gate::refusal(&crate::bearer::GateError::WrongSubject, Refusal::Standard)
-    })
+    auth.tool_proxy()
+        .cloned()
+        .ok_or_else(|| gate::refusal(&crate::bearer::GateError::WrongSubject, Refusal::Standard))
 }
 
 async fn read_subscription(body: axum::body::Body) -> Step<Map<String, Value>> {

@@ -521,13 +521,7 @@ pub trait NonceStore: Send + Sync {
 /// Everything the service stores.
 #[async_trait]
 pub trait Store:
-    ContextStore
-    + CredentialStore
-    + RegistrationStore
-    + LmsStore
-    + WebhookStore
-    + KeyStore
-    + NonceStore
+    ContextStore + CredentialStore + RegistrationStore + LmsStore + WebhookStore + KeyStore + NonceStore
 {
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.

@@ -184,6 +184,16 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at once (waiting up to the
+    /// busy timeout), so a transaction that reads before it writes cannot fail with "database
+    /// is locked" when another connection wrote in between (SQLite's deferred transactions
+    /// cannot upgrade a stale read snapshot).
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     fn open_secret(&self, aad: &str, sealed: &[u8]) -> Result<Secret, StoreError> {
         Ok(self.master.open(aad, sealed)?)
     }
@@ -370,7 +380,7 @@ impl RegistrationStore for SqliteStore {
     }
 
     async fn register_tool_proxy(&self, tp: RegisteredToolProxy) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let consumed = sqlx::query(
             "UPDATE registrations SET consumed_at = ? WHERE reg_key = ? AND context_type = ? AND context_id = ? AND consumed_at IS NULL AND expires_at > ?",
         )
@@ -518,7 +528,7 @@ impl RegistrationStore for SqliteStore {
         content: &ToolProxyContent,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT update_payload, update_secret_enc FROM tool_proxies WHERE guid = ?",
         )
@@ -683,7 +693,7 @@ impl CredentialStore for SqliteStore {
         state: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE tool_proxies SET workflow_state = ?, updated_at = ? WHERE guid = ?",
         )
@@ -722,7 +732,7 @@ impl CredentialStore for SqliteStore {
         name: Option<&str>,
         now: i64,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = match id {
             Some(id) => id,
             None => {
@@ -876,7 +886,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT 1 FROM signing_keys WHERE kid = ?")
             .bind(kid)
             .fetch_optional(&mut *tx)

@@ -466,7 +466,7 @@ impl LmsStore for SqliteStore {
         report: &OriginalityReport,
         group: Option<(i64, i64)>,
     ) -> Result<OriginalityReport, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = write_report(&mut tx, report, report.id == 0).await?;
         let saved = OriginalityReport {
             id,
@@ -512,7 +512,7 @@ impl LmsStore for SqliteStore {
     }
 
     async fn import(&self, doc: &ImportDoc, now: i64) -> Result<ImportSummary, ImportError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("PRAGMA defer_foreign_keys = ON")
             .execute(&mut *tx)
             .await?;
@@ -869,12 +869,24 @@ async fn import_in(
         let after = assignment_fingerprint(tx, a.id).await?;
         match before {
             None => {
-                super::sqlite_webhooks::emit_assignment_event(tx, "assignment_created", a.id, &job, now)
-                    .await?
+                super::sqlite_webhooks::emit_assignment_event(
+                    tx,
+                    "assignment_created",
+                    a.id,
+                    &job,
+                    now,
+                )
+                .await?
             }
             Some(b) if Some(&b) != after.as_ref() => {
-                super::sqlite_webhooks::emit_assignment_event(tx, "assignment_updated", a.id, &job, now)
-                    .await?
+                super::sqlite_webhooks::emit_assignment_event(
+                    tx,
+                    "assignment_updated",
+                    a.id,
+                    &job,
+                    now,
+                )
+                .await?
             }
             _ => {}
         }
@@ -1056,8 +1068,15 @@ async fn import_in(
                 .await?;
             }
         } else if before.is_some() && before != submission_fingerprint(tx, s.id).await? {
-            super::sqlite_webhooks::emit_submission_event(tx, "submission_updated", s.id, None, &job, now)
-                .await?;
+            super::sqlite_webhooks::emit_submission_event(
+                tx,
+                "submission_updated",
+                s.id,
+                None,
+                &job,
+                now,
+            )
+            .await?;
         }
         sum.submissions += 1;
     }

@@ -44,7 +44,8 @@ fn subscription_row(r: &SqliteRow) -> Subscription {
 }
 
 fn json_list(v: &Option<Vec<String>>) -> Option<String> {
-    v.as_ref().map(|l| serde_json::to_string(l).expect("strings serialise"))
+    v.as_ref()
+        .map(|l| serde_json::to_string(l).expect("strings serialise"))
 }
 
 async fn insert_subscription(
@@ -114,18 +115,28 @@ async fn associated_integration_id(
     .bind(course_id)
     .fetch_all(&mut **tx)
     .await?;
-    let levels = std::iter::once(("course", course_id)).chain(chain.into_iter().map(|a| ("account", a)));
+    let levels =
+        std::iter::once(("course", course_id)).chain(chain.into_iter().map(|a| ("account", a)));
     for (kind, id) in levels {
         let mut here: Vec<(i64, String, bool)> = candidates
             .iter()
             .filter(|c| c.get::<String, _>(1) == kind && c.get::<i64, _>(2) == id)
-            .map(|c| (c.get::<i64, _>(4), c.get::<String, _>(0), c.get::<bool, _>(3)))
+            .map(|c| {
+                (
+                    c.get::<i64, _>(4),
+                    c.get::<String, _>(0),
+                    c.get::<bool, _>(3),
+                )
+            })
             .collect();
         if here.is_empty() {
             continue;
         }
         here.sort_by(|a, b| b.0.cmp(&a.0));
-        return Ok(here.into_iter().find(|(_, _, enabled)| *enabled).map(|(_, g, _)| g));
+        return Ok(here
+            .into_iter()
+            .find(|(_, _, enabled)| *enabled)
+            .map(|(_, g, _)| g));
     }
     Ok(None)
 }
@@ -146,11 +157,13 @@ async fn course_accounts(
 }
 
 fn id_str(v: Option<i64>) -> Value {
-    v.map(|i| Value::String(i.to_string())).unwrap_or(Value::Null)
+    v.map(|i| Value::String(i.to_string()))
+        .unwrap_or(Value::Null)
 }
 
 fn time_or_null(t: Option<i64>) -> Value {
-    t.map(|t| Value::String(format_time(t))).unwrap_or(Value::Null)
+    t.map(|t| Value::String(format_time(t)))
+        .unwrap_or(Value::Null)
 }
 
 fn truncate(s: Option<String>) -> Value {
@@ -232,11 +245,21 @@ pub(super) async fn emit_submission_event(
     let Some(root) = course_accounts(tx, course_id).await? else {
         return Ok(None);
     };
-    let aii = match (s.get::<Option<String>, _>(10), s.get::<Option<String>, _>(11), s.get::<Option<String>, _>(12)) {
+    let aii = match (
+        s.get::<Option<String>, _>(10),
+        s.get::<Option<String>, _>(11),
+        s.get::<Option<String>, _>(12),
+    ) {
         (Some(v), Some(p), Some(r)) => associated_integration_id(tx, course_id, &v, &p, &r).await?,
         _ => None,
     };
-    let (submitted_at, submission_type, body, url, state): (Option<i64>, Option<String>, Option<String>, Option<String>, String) = match &v {
+    let (submitted_at, submission_type, body, url, state): (
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    ) = match &v {
         Some(v) => (v.get(1), v.get(2), v.get(3), v.get(4), v.get(5)),
         None => (None, None, None, None, s.get(4)),
     };
@@ -299,7 +322,11 @@ pub(super) async fn emit_assignment_event(
     let Some(root) = course_accounts(tx, course_id).await? else {
         return Ok(());
     };
-    let aii = match (a.get::<Option<String>, _>(10), a.get::<Option<String>, _>(11), a.get::<Option<String>, _>(12)) {
+    let aii = match (
+        a.get::<Option<String>, _>(10),
+        a.get::<Option<String>, _>(11),
+        a.get::<Option<String>, _>(12),
+    ) {
         (Some(v), Some(p), Some(r)) => associated_integration_id(tx, course_id, &v, &p, &r).await?,
         _ => None,
     };
@@ -357,7 +384,9 @@ fn submission_event_endpoint(raw_data: &str) -> Option<String> {
                 .is_some_and(|id| id.contains("vnd.Canvas.SubmissionEvent"))
                 && s.get("action").is_some_and(|a| match a {
                     Value::String(x) => x.eq_ignore_ascii_case("POST"),
-                    Value::Array(xs) => xs.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case("POST"))),
+                    Value::Array(xs) => xs
+                        .iter()
+                        .any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case("POST"))),
                     _ => false,
                 })
         })?
@@ -384,7 +413,10 @@ pub(super) async fn sync_auto_subscription(
     };
     let state: String = tp.get(0);
     let caps: Vec<String> = serde_json::from_str(&tp.get::<String, _>(1)).unwrap_or_default();
-    let wants = state == "active" && caps.iter().any(|c| c == "Canvas.placements.similarityDetection");
+    let wants = state == "active"
+        && caps
+            .iter()
+            .any(|c| c == "Canvas.placements.similarityDetection");
     if !wants {
         sqlx::query("UPDATE subscriptions SET state = 'Deleted', updated_at = ? WHERE tool_proxy_guid = ? AND automatic = 1 AND state <> 'Deleted'")
             .bind(now)
@@ -400,7 +432,11 @@ pub(super) async fn sync_auto_subscription(
     if existing.is_some() {
         return Ok(());
     }
-    let Some(url) = tp.get::<Option<String>, _>(2).as_deref().and_then(submission_event_endpoint) else {
+    let Some(url) = tp
+        .get::<Option<String>, _>(2)
+        .as_deref()
+        .and_then(submission_event_endpoint)
+    else {
         tracing::warn!(guid, "the similarity-detection tool has no vnd.Canvas.SubmissionEvent service: no automatic subscription");
         return Ok(());
     };
@@ -414,7 +450,10 @@ pub(super) async fn sync_auto_subscription(
             let kind: String = b.get(0);
             let id: i64 = b.get(1);
             let start: Option<i64> = if kind == "course" {
-                sqlx::query_scalar("SELECT account_id FROM courses WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?
+                sqlx::query_scalar("SELECT account_id FROM courses WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
             } else {
                 Some(id)
             };
@@ -469,7 +508,7 @@ pub(super) async fn sync_auto_subscription(
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_subscription(&mut tx, s).await?;
         tx.commit().await?;
         Ok(())
@@ -502,10 +541,12 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.as_ref().map(subscription_row))
     }
 
@@ -525,14 +566,16 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn root_account_by_uuid(&self, uuid: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE uuid = ? AND parent_account_id IS NULL")
-            .bind(uuid)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM accounts WHERE uuid = ? AND parent_account_id IS NULL",
+        )
+        .bind(uuid)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     async fn dispatch_events(&self, now: i64) -> Result<usize, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let events = sqlx::query("SELECT seq, event_name, system, root_account_id, assignment_id, associated_integration_id FROM events WHERE dispatched = 0 ORDER BY seq LIMIT 500")
             .fetch_all(&mut *tx)
             .await?;
@@ -613,19 +656,25 @@ impl WebhookStore for SqliteStore {
         now: i64,
         deactivate_after: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let Some(sub) = sqlx::query_scalar::<_, String>("SELECT subscription_id FROM deliveries WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+        let mut tx = self.begin_write().await?;
+        let Some(sub) =
+            sqlx::query_scalar::<_, String>("SELECT subscription_id FROM deliveries WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Err(StoreError::NotFound(format!("delivery {id}")));
         };
-        let (state, status, error, next): (&str, Option<u16>, Option<&str>, Option<i64>) = match outcome {
-            DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
-            DeliveryOutcome::Retry { status, error, next_attempt_at } => ("pending", *status, Some(error), Some(*next_attempt_at)),
-            DeliveryOutcome::Failed { status, error } => ("failed", *status, Some(error), None),
-        };
+        let (state, status, error, next): (&str, Option<u16>, Option<&str>, Option<i64>) =
+            match outcome {
+                DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
+                DeliveryOutcome::Retry {
+                    status,
+                    error,
+                    next_attempt_at,
+                } => ("pending", *status, Some(error), Some(*next_attempt_at)),
+                DeliveryOutcome::Failed { status, error } => ("failed", *status, Some(error), None),
+            };
         sqlx::query("UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ? WHERE id = ?")
             .bind(state)
             .bind(status.map(i64::from))
@@ -697,10 +746,17 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn resubmit(&self, submission_id: i64, now: i64) -> Result<String, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let id = emit_submission_event(&mut tx, "plagiarism_resubmit", submission_id, None, "lti2 admin submission resubmit", now)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("submission {submission_id}")))?;
+        let mut tx = self.begin_write().await?;
+        let id = emit_submission_event(
+            &mut tx,
+            "plagiarism_resubmit",
+            submission_id,
+            None,
+            "lti2 admin submission resubmit",
+            now,
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("submission {submission_id}")))?;
         tx.commit().await?;
         Ok(id)
     }

@@ -6,11 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lti2::client::{Credentials, TokenClient};
 use lti2::clock::ManualClock;
 use lti2::config::{Overrides, Settings};
 use lti2::secrets::Secret;
 use lti2::server::Running;
-use lti2::store::{NewToolProxy, Store, ToolService};
+use lti2::store::{
+    ContextRef, MessageHandlerSpec, NewRegistration, NewToolProxy, ProductFamilySpec,
+    RegisteredToolProxy, ResourceHandlerSpec, Store, ToolProxyContent, ToolService,
+};
+use serde_json::json;
 use serde_json::Value;
 
 /// A running server and what the test needs to drive it.
@@ -58,6 +63,92 @@ pub fn settings_for(dir: &std::path::Path, public_base: &str) -> Settings {
         ..Default::default()
     })
     .expect("test settings")
+}
+
+/// The shared secret [`registered_tool`] gives a tool proxy.
+pub fn tool_secret(guid: &str) -> String {
+    format!("{guid}-shared-secret-0123456789abcdef0123456789")
+}
+
+/// A tool proxy registered (product family, resource handler `originality_reports` with a
+/// similarity-detection message handler, binding to `bind`) and accepted; returns an access
+/// token for it from the authorize endpoint. `raw_data` is its ToolProxy document.
+#[allow(clippy::too_many_arguments)]
+pub async fn registered_tool(
+    app: &TestApp,
+    guid: &str,
+    vendor: &str,
+    product: &str,
+    caps: &[&str],
+    services: Vec<ToolService>,
+    bind: ContextRef,
+    raw_data: &str,
+) -> String {
+    let secret = tool_secret(guid);
+    let store = app.store();
+    store
+        .create_registration(NewRegistration {
+            reg_key: guid.into(),
+            reg_password: Secret::new(b"reg-password-0123456789abcdef0123".to_vec()),
+            context: bind,
+            tool_url: None,
+            now: app.now(),
+            expires_at: app.now() + 3600,
+        })
+        .await
+        .unwrap();
+    let mut enabled = vec!["Security.splitSecret".to_string()];
+    enabled.extend(caps.iter().map(|c| c.to_string()));
+    store
+        .register_tool_proxy(RegisteredToolProxy {
+            guid: guid.into(),
+            context: bind,
+            developer_key_id: None,
+            product_family: ProductFamilySpec {
+                vendor_code: vendor.into(),
+                product_code: product.into(),
+                vendor_name: "Acme".into(),
+                vendor_description: None,
+                website: None,
+                vendor_email: None,
+            },
+            registration_url: None,
+            shared_secret: Secret::new(secret.clone().into_bytes()),
+            content: ToolProxyContent {
+                name: "Checker".into(),
+                description: None,
+                product_version: None,
+                lti_version: "LTI-2p0".into(),
+                enabled_capability: enabled,
+                tool_service: services,
+                resource_handlers: vec![ResourceHandlerSpec {
+                    resource_type_code: "originality_reports".into(),
+                    name: "Reports".into(),
+                    description: None,
+                    messages: vec![MessageHandlerSpec {
+                        message_type: "basic-lti-launch-request".into(),
+                        launch_path: "https://tool.example/launch".into(),
+                        capabilities: vec!["Canvas.placements.similarityDetection".into()],
+                        parameters: json!([]),
+                        placements: vec!["similarity_detection".into()],
+                    }],
+                }],
+                raw_data: raw_data.into(),
+            },
+            now: app.now(),
+        })
+        .await
+        .unwrap();
+    store
+        .set_tool_proxy_state(guid, "active", app.now())
+        .await
+        .unwrap();
+    let client = TokenClient::new(
+        &format!("{}/api/lti/accounts/1/authorize", app.addr),
+        Credentials::tool_proxy(guid, secret.into_bytes()),
+    )
+    .with_clock(Arc::new(app.clock.clone()));
+    client.access_token().await.expect("a tool token")
 }
 
 /// Spawns a second server on the same authority with one extra route, `/probe`, guarded by
