@@ -132,7 +132,7 @@ async fn associated_integration_id(
         if here.is_empty() {
             continue;
         }
-        here.sort_by(|a, b| b.0.cmp(&a.0));
+        here.sort_by_key(|b| std::cmp::Reverse(b.0));
         return Ok(here
             .into_iter()
             .find(|(_, _, enabled)| *enabled)
