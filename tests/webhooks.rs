@@ -421,6 +421,23 @@ async fn deliveries_fail_after_the_retry_window_and_the_subscription_is_deactiva
     }
     let failed = app.admin(&["deliveries", "list", "--failed"]).unwrap();
     assert_eq!(failed.as_array().unwrap().len(), 5);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lti2_webhook_deliveries{outcome=\"failed\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lti2_webhook_subscriptions{state=\"Deactivated\"} 1"),
+        "{metrics}"
+    );
     let shown = call(
         &app,
         reqwest::Method::GET,

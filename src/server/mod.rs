@@ -138,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/admin/import", post(admin::import))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -215,6 +216,45 @@ where
             .instrument(span),
         )
     }
+}
+
+/// `GET /metrics`: Prometheus text with webhook deliveries by outcome and subscriptions by
+/// state (counted in the database, so they hold across restarts and instances).
+async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let (deliveries, subscriptions) = match s.authority.store().webhook_counts().await {
+        Ok(c) => c,
+        Err(e) => return gate::unavailable(&e),
+    };
+    let mut out = String::from(
+        "# HELP lti2_webhook_deliveries Webhook deliveries by outcome.\n# TYPE lti2_webhook_deliveries gauge\n",
+    );
+    for state in ["pending", "delivered", "failed"] {
+        let n = deliveries
+            .iter()
+            .find(|(k, _)| k == state)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "lti2_webhook_deliveries{{outcome=\"{state}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP lti2_webhook_subscriptions Webhook subscriptions by state.\n# TYPE lti2_webhook_subscriptions gauge\n");
+    for state in ["Active", "Deactivated", "Deleted"] {
+        let n = subscriptions
+            .iter()
+            .find(|(k, _)| k == state)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "lti2_webhook_subscriptions{{state=\"{state}\"}} {n}\n"
+        ));
+    }
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 async fn health() -> Json<serde_json::Value> {

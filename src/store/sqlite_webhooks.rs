@@ -745,6 +745,18 @@ impl WebhookStore for SqliteStore {
             .collect())
     }
 
+    async fn webhook_counts(&self) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
+        let pairs = |rows: Vec<SqliteRow>| rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let d = sqlx::query("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+            .fetch_all(self.pool())
+            .await?;
+        let s =
+            sqlx::query("SELECT state, COUNT(*) FROM subscriptions GROUP BY state ORDER BY state")
+                .fetch_all(self.pool())
+                .await?;
+        Ok((pairs(d), pairs(s)))
+    }
+
     async fn resubmit(&self, submission_id: i64, now: i64) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
         let id = emit_submission_event(

@@ -171,6 +171,9 @@ pub trait WebhookStore: Send + Sync {
         failed_only: bool,
         limit: i64,
     ) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// How many deliveries are in each state (`pending`, `delivered`, `failed`), and how many
+    /// subscriptions in each state (`Active`, `Deactivated`, `Deleted`).
+    async fn webhook_counts(&self) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError>;
     /// Records a `plagiarism_resubmit` event for a submission. Errors: `NotFound`.
     async fn resubmit(&self, submission_id: i64, now: i64) -> Result<String, StoreError>;
 }
