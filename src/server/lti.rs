@@ -308,11 +308,16 @@ async fn create_tool_proxy(authority: &Authority, kind: ContextKind, req: Reques
         Err(e) => return unavailable(&e),
     }
     tracing::info!(guid = %reg_key, context = ?ctx, "tool proxy registered (disabled until accepted)");
+    tool_proxy_id(Value::Null, &reg_key, tc_half)
+}
+
+/// 201 with the IMS `ToolProxyId` document.
+fn tool_proxy_id(id: Value, guid: &str, tc_half: Option<String>) -> Response {
     let mut body = json!({
         "@context": TOOL_PROXY_ID_CONTEXT,
         "@type": "ToolProxy",
-        "@id": null,
-        "tool_proxy_guid": reg_key,
+        "@id": id,
+        "tool_proxy_guid": guid,
     });
     if let Some(tc_half) = tc_half {
         body["tc_half_shared_secret"] = Value::String(tc_half);
@@ -400,19 +405,7 @@ async fn reregister(
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
         .and_then(|v| v.get("@id").cloned())
         .unwrap_or(Value::Null);
-    let mut body = json!({
-        "@context": TOOL_PROXY_ID_CONTEXT,
-        "@type": "ToolProxy",
-        "@id": existing_id,
-        "tool_proxy_guid": tp.guid,
-    });
-    if let Some(tc_half) = tc_half {
-        body["tc_half_shared_secret"] = Value::String(tc_half);
-    }
-    with_type(
-        no_store((StatusCode::CREATED, Json(body)).into_response()),
-        tool_proxy::ID_CONTENT_TYPE,
-    )
+    tool_proxy_id(existing_id, &tp.guid, tc_half)
 }
 
 /// P3: `GET /api/lti/tool_proxy/{guid}` with that tool proxy's own token.

@@ -539,9 +539,12 @@ async fn submission_context(a: &Authority, s: &SubmissionRecord) -> Step<(String
     ))
 }
 
-/// S1.
-pub async fn show_submission(State(s): State<AppState>, req: Request) -> Response {
-    let a = &s.authority;
+/// S1 and S2: the submission checked by [`submission_access`], rendered by `render`.
+async fn submission_view(
+    a: &Authority,
+    req: Request,
+    render: fn(&SubmissionRecord, &SubmissionContext<'_>) -> Value,
+) -> Response {
     let (parts, _) = req.into_parts();
     let run = async {
         let sub = submission_access(a, &parts).await?;
@@ -552,27 +555,19 @@ pub async fn show_submission(State(s): State<AppState>, req: Request) -> Respons
             course_id,
             lti_course_id: &lti_course_id,
         };
-        Ok::<_, Response>(json_ok(StatusCode::OK, submission_json(&sub, &ctx)))
+        Ok::<_, Response>(json_ok(StatusCode::OK, render(&sub, &ctx)))
     };
     run.await.unwrap_or_else(|r| r)
 }
 
-/// S2.
+/// S1: the submission's current attempt.
+pub async fn show_submission(State(s): State<AppState>, req: Request) -> Response {
+    submission_view(&s.authority, req, submission_json).await
+}
+
+/// S2: every attempt.
 pub async fn submission_history(State(s): State<AppState>, req: Request) -> Response {
-    let a = &s.authority;
-    let (parts, _) = req.into_parts();
-    let run = async {
-        let sub = submission_access(a, &parts).await?;
-        let (user_lti_id, course_id, lti_course_id) = submission_context(a, &sub).await?;
-        let ctx = SubmissionContext {
-            base_url: base_url(a, &parts),
-            user_lti_id: &user_lti_id,
-            course_id,
-            lti_course_id: &lti_course_id,
-        };
-        Ok::<_, Response>(json_ok(StatusCode::OK, history_json(&sub, &ctx)))
-    };
-    run.await.unwrap_or_else(|r| r)
+    submission_view(&s.authority, req, history_json).await
 }
 
 /// S3: streams the file with its content type and length.

@@ -26,6 +26,12 @@ use tokio::sync::{mpsc, oneshot, OnceCell};
 use super::*;
 use crate::secrets::MasterKey;
 
+/// A recursive CTE `chain(id, parent, depth)`: the account bound to `?` (depth 0) and every
+/// account above it (at most 64 levels).
+pub(super) const CHAIN_FROM_ACCOUNT: &str = "WITH RECURSIVE chain(id, parent, depth) AS (SELECT id, parent_account_id, 0 FROM accounts WHERE id = ? UNION ALL SELECT a.id, a.parent_account_id, c.depth + 1 FROM accounts a JOIN chain c ON a.id = c.parent WHERE c.depth < 64) ";
+/// The same from a course (bound to `?`): its account at depth 0, then the parents.
+pub(super) const CHAIN_FROM_COURSE: &str = "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) ";
+
 /// The most nonce claims written in one statement.
 const MAX_BATCH: usize = 256;
 /// How often the writer yields to other tasks before it takes a batch.
@@ -283,7 +289,7 @@ impl ContextStore for SqliteStore {
         };
         let Some(start) = start else { return Ok(None) };
         let row = sqlx::query(
-            "WITH RECURSIVE chain(id, parent, depth) AS (SELECT id, parent_account_id, 0 FROM accounts WHERE id = ? UNION ALL SELECT a.id, a.parent_account_id, c.depth + 1 FROM accounts a JOIN chain c ON a.id = c.parent WHERE c.depth < 64) SELECT a.id, a.name, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1",
+            &format!("{CHAIN_FROM_ACCOUNT}SELECT a.id, a.name, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1"),
         )
         .bind(start)
         .fetch_optional(&self.pool)

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::lms::*;
-use super::sqlite::SqliteStore;
+use super::sqlite::{SqliteStore, CHAIN_FROM_COURSE};
 use super::{ContextKind, ContextRef, StoreError};
 use crate::import::{ImportDoc, ImportError, ImportSummary};
 
@@ -180,9 +180,9 @@ impl LmsStore for SqliteStore {
     }
 
     async fn account_chain(&self, course_id: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) SELECT id FROM chain ORDER BY depth",
-        )
+        Ok(sqlx::query_scalar(&format!(
+            "{CHAIN_FROM_COURSE}SELECT id FROM chain ORDER BY depth"
+        ))
         .bind(course_id)
         .fetch_all(self.pool())
         .await?)

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sqlite::SqliteStore;
+use super::sqlite::{SqliteStore, CHAIN_FROM_ACCOUNT, CHAIN_FROM_COURSE};
 use super::webhooks::*;
 use super::StoreError;
 use crate::import::format_time;
@@ -109,9 +109,9 @@ async fn associated_integration_id(
     if candidates.is_empty() {
         return Ok(None);
     }
-    let chain: Vec<i64> = sqlx::query_scalar(
-        "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) SELECT id FROM chain ORDER BY depth",
-    )
+    let chain: Vec<i64> = sqlx::query_scalar(&format!(
+        "{CHAIN_FROM_COURSE}SELECT id FROM chain ORDER BY depth"
+    ))
     .bind(course_id)
     .fetch_all(&mut **tx)
     .await?;
@@ -147,7 +147,7 @@ async fn course_accounts(
     course_id: i64,
 ) -> Result<Option<(i64, String, i64)>, sqlx::Error> {
     let row = sqlx::query(
-        "WITH RECURSIVE chain(id, parent, depth) AS (SELECT a.id, a.parent_account_id, 0 FROM accounts a JOIN courses c ON c.account_id = a.id WHERE c.id = ? UNION ALL SELECT a.id, a.parent_account_id, ch.depth + 1 FROM accounts a JOIN chain ch ON a.id = ch.parent WHERE ch.depth < 64) SELECT a.id, a.uuid, (SELECT account_id FROM courses WHERE id = ?) FROM chain ch JOIN accounts a ON a.id = ch.id ORDER BY ch.depth DESC LIMIT 1",
+        &format!("{CHAIN_FROM_COURSE}SELECT a.id, a.uuid, (SELECT account_id FROM courses WHERE id = ?) FROM chain ch JOIN accounts a ON a.id = ch.id ORDER BY ch.depth DESC LIMIT 1"),
     )
     .bind(course_id)
     .bind(course_id)
@@ -458,7 +458,7 @@ pub(super) async fn sync_auto_subscription(
                 Some(id)
             };
             match start {
-                Some(start) => sqlx::query("WITH RECURSIVE chain(id, parent, depth) AS (SELECT id, parent_account_id, 0 FROM accounts WHERE id = ? UNION ALL SELECT a.id, a.parent_account_id, c.depth + 1 FROM accounts a JOIN chain c ON a.id = c.parent WHERE c.depth < 64) SELECT a.id, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1")
+                Some(start) => sqlx::query(&format!("{CHAIN_FROM_ACCOUNT}SELECT a.id, a.uuid FROM chain c JOIN accounts a ON a.id = c.id ORDER BY c.depth DESC LIMIT 1"))
                     .bind(start)
                     .fetch_optional(&mut **tx)
                     .await?
