@@ -44,9 +44,10 @@ pub async fn import(State(s): State<AppState>, req: Request) -> Response {
             req.headers().contains_key(header::AUTHORIZATION),
         );
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), MAX_IMPORT_BYTES).await {
+    let bytes = match super::read_body(req.into_body(), MAX_IMPORT_BYTES).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(super::BodyError::TimedOut) => return super::body_timeout_response(),
+        Err(super::BodyError::TooLarge) => {
             return no_store(
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -94,9 +94,17 @@ async fn exchange(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES)
+    let bytes = super::read_body(Body::new(body), MAX_BODY_BYTES)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| match e {
+            super::BodyError::TooLarge => too_large(),
+            super::BodyError::TimedOut => OAuthError {
+                status: 408,
+                error: "invalid_request",
+                description: "the request body did not arrive in time".into(),
+                reason: "body_timeout",
+            },
+        })?;
     let mut params = query_params(parts.uri.query());
     params.extend(body_params(&parts.headers, bytes).await?);
     let request = TokenRequest::from_params(&params)?;

@@ -204,9 +204,12 @@ async fn read_body(
     if declared.is_some_and(|n| n > MAX_TOOL_PROXY_BYTES as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_TOOL_PROXY_BYTES)
+    super::read_body(body, MAX_TOOL_PROXY_BYTES)
         .await
-        .map_err(|_| too_large())
+        .map_err(|e| match e {
+            super::BodyError::TooLarge => too_large(),
+            super::BodyError::TimedOut => super::body_timeout_response(),
+        })
 }
 
 async fn create_tool_proxy(authority: &Authority, kind: ContextKind, req: Request) -> Response {

@@ -142,10 +142,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(RequestContextLayer)
 }
 
@@ -436,12 +432,48 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request may take, reading its body included (then 408).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's body (then 408).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the route's limit (413).
+    TooLarge,
+    /// Not sent within [`BODY_READ_TIMEOUT`] (408).
+    TimedOut,
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]. A body that is
+/// already buffered (the usual small request) is taken without arming a timer, so the hot
+/// path pays nothing for the timeout.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::FutureExt;
+    let read = axum::body::to_bytes(body, limit);
+    let mut read = std::pin::pin!(read);
+    let done = match (&mut read).now_or_never() {
+        Some(r) => r,
+        None => tokio::time::timeout(BODY_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+    };
+    done.map_err(|_| BodyError::TooLarge)
+}
+
+/// 408 `{"errors":[{"message":…}]}` for a body that did not arrive in time.
+pub fn body_timeout_response() -> Response {
+    no_store(
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(serde_json::json!({"errors": [{"message": "the request body did not arrive in time"}]})),
+        )
+            .into_response(),
+    )
+}
 
 /// Accepts connections and serves HTTP/1.1 on each until `shutdown` fires; then stops
 /// accepting and waits for the requests in flight. A client that does not send its headers
-/// within [`HEADER_READ_TIMEOUT`] is disconnected.
+/// within [`HEADER_READ_TIMEOUT`] is disconnected; bodies are read with [`read_body`].
 async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

@@ -132,9 +132,12 @@ fn base_url<'a>(a: &'a Authority, parts: &Parts) -> &'a str {
 /// Reads a report request's body: JSON, or a urlencoded/multipart form with bracketed names.
 /// Returns the body as JSON and the form pairs (for `access_token`).
 async fn read_report_body(parts: &Parts, body: Body) -> Step<(Value, Vec<(String, String)>)> {
-    let bytes = axum::body::to_bytes(body, MAX_REPORT_BODY_BYTES)
+    let bytes = super::read_body(body, MAX_REPORT_BODY_BYTES)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            if e == super::BodyError::TimedOut {
+                return super::body_timeout_response();
+            }
             no_store(
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,

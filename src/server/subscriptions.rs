@@ -94,9 +94,12 @@ async fn authenticate(a: &Authority, parts: &Parts) -> Step<std::sync::Arc<ToolP
 }
 
 async fn read_subscription(body: axum::body::Body) -> Step<Map<String, Value>> {
-    let bytes = axum::body::to_bytes(body, MAX_SUBSCRIPTION_BODY_BYTES)
+    let bytes = super::read_body(body, MAX_SUBSCRIPTION_BODY_BYTES)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            if e == super::BodyError::TimedOut {
+                return super::body_timeout_response();
+            }
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "Invalid subscription", "message": "the body is too large"}),
