@@ -353,7 +353,8 @@ async fn attempt(
         }
     };
     let secret = match store.tool_proxy(&d.tool_proxy_guid).await {
-        Ok(Some(tp)) => tp.shared_secret,
+        Ok(Some(tp)) if tp.workflow_state == "active" => tp.shared_secret,
+        Ok(Some(_)) => return fail(None, "the tool proxy is not active".into(), false),
         Ok(None) => return fail(None, "the tool proxy no longer exists".into(), false),
         Err(e) => return fail(None, format!("store: {e}"), true),
     };

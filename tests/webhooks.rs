@@ -878,3 +878,45 @@ async fn the_automatic_plagiarism_subscription_follows_the_tool_proxy() {
         .unwrap();
     assert_eq!(sub.state, "Deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_subscription_ends_its_pending_deliveries() {
+    let app = dev_app(|_| {}).await;
+    let token = webhook_tool(&app, "tool-a").await;
+    let rx = Receiver::start().await;
+    let sub = subscribe(&app, &token, &rx.url, &["submission_created"]).await;
+    rx.status.store(503, Ordering::SeqCst);
+    import(&app, &records(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app
+        .store()
+        .list_deliveries(false, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.attempts >= 1)
+        .count()
+        < 4
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries were not attempted"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(250), rx.notify.notified()).await;
+    }
+    let r = call(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/api/lti/subscriptions/{}", sub["Id"].as_str().unwrap()),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let list = app.store().list_deliveries(false, 100).await.unwrap();
+    assert!(
+        list.iter().all(|d| d.state == "failed"
+            && d.last_error.as_deref() == Some("the subscription is no longer active")),
+        "{list:?}"
+    );
+}

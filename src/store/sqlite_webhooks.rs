@@ -78,6 +78,20 @@ async fn insert_subscription(
     Ok(())
 }
 
+/// Fails the pending deliveries of a subscription that is no longer active.
+async fn fail_pending<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    db: E,
+    subscription_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET state = 'failed', last_error = 'the subscription is no longer active', updated_at = ? WHERE subscription_id = ? AND state = 'pending'")
+        .bind(now)
+        .bind(subscription_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// `event_time`: RFC 3339 UTC with milliseconds (Canvas's metadata format).
 fn event_time(now: i64) -> String {
     let t = format_time(now);
@@ -418,11 +432,14 @@ pub(super) async fn sync_auto_subscription(
             .iter()
             .any(|c| c == "Canvas.placements.similarityDetection");
     if !wants {
-        sqlx::query("UPDATE subscriptions SET state = 'Deleted', updated_at = ? WHERE tool_proxy_guid = ? AND automatic = 1 AND state <> 'Deleted'")
+        let gone: Vec<String> = sqlx::query_scalar("UPDATE subscriptions SET state = 'Deleted', updated_at = ? WHERE tool_proxy_guid = ? AND automatic = 1 AND state <> 'Deleted' RETURNING id")
             .bind(now)
             .bind(guid)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?;
+        for id in gone {
+            fail_pending(&mut **tx, &id, now).await?;
+        }
         return Ok(());
     }
     let existing: Option<String> = sqlx::query_scalar("SELECT id FROM subscriptions WHERE tool_proxy_guid = ? AND automatic = 1 AND state = 'Active'")
@@ -536,6 +553,9 @@ impl WebhookStore for SqliteStore {
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("subscription {}", s.id)));
+        }
+        if s.state != "Active" {
+            fail_pending(self.pool(), &s.id, s.updated_at).await?;
         }
         Ok(())
     }
