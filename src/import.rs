@@ -674,7 +674,18 @@ pub fn load_files(
                         let Some(base) = base_dir else {
                             return Err(ImportError::at(format!("{ap}.path"), "files can only be read from disk by `lti2 admin import`; send content_base64"));
                         };
+                        // A document can only name files in its own directory tree.
                         let full = base.join(p);
+                        let inside = match (full.canonicalize(), base.canonicalize()) {
+                            (Ok(f), Ok(b)) => f.starts_with(&b),
+                            _ => false,
+                        };
+                        if !inside {
+                            return Err(ImportError::at(
+                                format!("{ap}.path"),
+                                format!("{p}: not a readable file inside the document's directory"),
+                            ));
+                        }
                         std::fs::read(&full).map_err(|e| {
                             ImportError::at(
                                 format!("{ap}.path"),

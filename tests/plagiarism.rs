@@ -1046,6 +1046,14 @@ async fn import_is_idempotent_and_all_or_nothing() {
             "submissions[0].id: this user's submission to this assignment is submission 20",
         ),
         (
+            json!({"submissions": [{"id": 20, "assignment_id": 7, "user_id": 12, "history": [{"attempt": 3, "attachments": [{"id": 79, "path": "../../../../etc/hostname"}]}]}]}),
+            "not a readable file inside the document's directory",
+        ),
+        (
+            json!({"submissions": [{"id": 20, "assignment_id": 7, "user_id": 12, "history": [{"attempt": 3, "attachments": [{"id": 79, "path": "/etc/hostname"}]}]}]}),
+            "not a readable file inside the document's directory",
+        ),
+        (
             json!({"assignments": [{"id": 7, "course_id": 5, "due_at": "tomorrow"}]}),
             "assignments[0].due_at",
         ),
