@@ -336,6 +336,10 @@ pub async fn update(State(st): State<AppState>, req: Request) -> Response {
         let mut s = own(a, &parts, &tp).await?;
         apply_and_validate(a, &st.webhooks, &tp, &fields, &mut s).await?;
         s.updated_at = a.now();
+        // A successful update re-activates a subscription deactivated by failed deliveries.
+        s.state = "Active".into();
+        s.consecutive_failures = 0;
+        s.deactivated_reason = None;
         a.store().update_subscription(&s).await.map_err(store_err)?;
         Ok::<_, Response>(error(StatusCode::OK, subscription_json(&s)))
     };
