@@ -451,6 +451,22 @@ async fn deliveries_fail_after_the_retry_window_and_the_subscription_is_deactiva
         .as_str()
         .unwrap()
         .contains("in a row"));
+    // The tool fixes its receiver and updates the subscription: active again.
+    let r = call(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/lti/subscriptions/{}", sub["Id"].as_str().unwrap()),
+        &token,
+        Some(json!({"subscription": {"TransportMetadata": {"Url": rx.url}}})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json["State"].clone()),
+        (200, json!("Active")),
+        "{}",
+        r.text
+    );
+    assert!(r.json.get("DeactivatedReason").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
