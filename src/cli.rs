@@ -968,6 +968,26 @@ async fn run_admin(
     Ok(())
 }
 
+/// A media type from a file name's extension (the common submission formats), else
+/// `application/octet-stream`.
+fn content_type_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" => "text/plain",
+        "html" | "htm" => "text/html",
+        "pdf" => "application/pdf",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "odt" => "application/vnd.oasis.opendocument.text",
+        "rtf" => "application/rtf",
+        "md" => "text/markdown",
+        _ => "application/octet-stream",
+    }
+}
+
 struct SubmissionAttempt {
     assignment: i64,
     user: i64,
@@ -1023,7 +1043,7 @@ async fn create_submission_attempt(
             "id": max_attachment + 1 + i as i64,
             "filename": name,
             "display_name": name,
-            "content_type": a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            "content_type": a.content_type.clone().unwrap_or_else(|| content_type_of(&name).into()),
             "path": abs.to_string_lossy(),
         }));
     }

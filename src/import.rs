@@ -561,6 +561,15 @@ fn check(doc: &ImportDoc) -> Result<(), ImportError> {
     for (i, s) in doc.submissions.iter().enumerate() {
         positive(format!("submissions[{i}].id"), s.id)?;
         unique(&mut seen, s.id, format!("submissions[{i}].id"))?;
+        if s.eula_agreement_timestamp
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ImportError::at(
+                format!("submissions[{i}].eula_agreement_timestamp"),
+                "must be milliseconds since the epoch, as digits",
+            ));
+        }
         let mut attempts = HashSet::new();
         for (j, v) in s.history.iter().enumerate() {
             let vp = format!("submissions[{i}].history[{j}]");

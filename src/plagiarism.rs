@@ -161,12 +161,15 @@ fn is_blank(v: &Value) -> bool {
     v.is_null() || v.as_str().is_some_and(|s| s.is_empty())
 }
 
-fn text_field(o: &Map<String, Value>, k: &str) -> Field<String> {
+fn text_field(o: &Map<String, Value>, k: &'static str) -> Result<Field<String>, ParamError> {
     match o.get(k) {
-        None => Field::Absent,
-        Some(v) if v.is_null() => Field::Null,
-        Some(Value::String(s)) => Field::Value(s.clone()),
-        Some(v) => Field::Value(v.to_string()),
+        None => Ok(Field::Absent),
+        Some(v) if v.is_null() => Ok(Field::Null),
+        Some(Value::String(s)) => Ok(Field::Value(s.clone())),
+        Some(_) => Err(ParamError {
+            attribute: k,
+            message: "must be a string".into(),
+        }),
     }
 }
 
@@ -219,13 +222,13 @@ impl ReportParams {
         Ok(Some(Self {
             file_id: int("file_id")?.value(),
             originality_score,
-            originality_report_url: text_field(o, "originality_report_url"),
+            originality_report_url: text_field(o, "originality_report_url")?,
             originality_report_file_id: int("originality_report_file_id")?,
             workflow_state: o
                 .get("workflow_state")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            error_message: text_field(o, "error_message"),
+            error_message: text_field(o, "error_message")?,
             attempt: int("attempt")?.value(),
             tool_setting,
         }))

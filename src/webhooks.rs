@@ -164,15 +164,28 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let s = v6.segments();
+            // IPv4 carried in IPv6: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d),
+            // NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::).
+            let o = v6.octets();
+            let embedded = v6.to_ipv4().or(
+                if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                    Some(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+                } else if s[0] == 0x2002 {
+                    Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+                } else {
+                    None
+                },
+            );
+            if let Some(v4) = embedded {
                 return is_internal(IpAddr::V4(v4));
             }
-            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || s[0] == 0x2001 && s[1] == 0x0db8
         }
     }
@@ -234,7 +247,8 @@ pub fn check_url(url: &str, transport: &str, settings: &WebhookSettings) -> Resu
             url::Host::Ipv4(a) => is_internal(IpAddr::V4(a)),
             url::Host::Ipv6(a) => is_internal(IpAddr::V6(a)),
             url::Host::Domain(d) => {
-                d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
             }
         };
         if internal {
@@ -330,6 +344,22 @@ pub async fn run_worker(
     }
 }
 
+/// A transport error with its causes ("connection refused", "timed out after 15 s"), for
+/// `lti2 admin deliveries list`.
+fn describe(e: &reqwest::Error, settings: &WebhookSettings) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", settings.timeout.as_secs());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// One attempt at one delivery.
 async fn attempt(
     store: &Arc<dyn Store>,
@@ -422,7 +452,7 @@ async fn attempt(
             format!("the receiver answered {}", r.status().as_u16()),
             true,
         ),
-        Err(e) => fail(None, format!("{e}"), true),
+        Err(e) => fail(None, describe(&e, settings), true),
     }
 }
 
@@ -549,6 +579,11 @@ mod tests {
             "https://[fd00::1]/",
             "https://100.64.0.1/",
             "https://[::ffff:127.0.0.1]/",
+            "https://[::127.0.0.1]:9443/",
+            "https://[64:ff9b::7f00:1]/",
+            "https://[fec0::1]/",
+            "https://[2002:7f00:1::]/",
+            "https://localhost./x",
         ] {
             assert!(check_url(bad, "https", &strict).is_err(), "{bad}");
         }

@@ -543,6 +543,27 @@ async fn originality_report_rules() {
         ),
         (json!(77.0), json!(31), Some(id))
     );
+    // Text fields must be text; a form field given twice is refused.
+    let r = lms
+        .put(
+            &by_id,
+            json!({"originality_report": {"originality_report_url": {"x": [1]}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let resp = lms
+        .app
+        .http
+        .post(lms.url(create))
+        .bearer_auth(&lms.token)
+        .form(&[
+            ("originality_report[file_id]", "31"),
+            ("originality_report[file_id]", "30"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
     // Unknown ids.
     not_found(
         &lms.get("/api/lti/assignments/7/submissions/20/originality_report/9999")
@@ -1054,6 +1075,14 @@ async fn import_is_idempotent_and_all_or_nothing() {
             "not a readable file inside the document's directory",
         ),
         (
+            json!({"accounts": [{"id": 2, "parent_account_id": 3}, {"id": 3, "parent_account_id": 2}]}),
+            "accounts[0].parent_account_id: this parent makes a loop",
+        ),
+        (
+            json!({"submissions": [{"id": 20, "assignment_id": 7, "user_id": 12, "eula_agreement_timestamp": "yesterday"}]}),
+            "submissions[0].eula_agreement_timestamp",
+        ),
+        (
             json!({"assignments": [{"id": 7, "course_id": 5, "due_at": "tomorrow"}]}),
             "assignments[0].due_at",
         ),
@@ -1063,6 +1092,24 @@ async fn import_is_idempotent_and_all_or_nothing() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
     assert_eq!(app.store().submission(20).await.unwrap().unwrap(), before);
+
+    // An attachment may be listed before the record that gives its bytes.
+    let later = json!({"users": [{"id": 60, "lti_id": "u60"}], "submissions": [
+        {"id": 61, "assignment_id": 9, "user_id": 60, "history": [{"attempt": 1, "attachments": [{"id": 70}]}]},
+        {"id": 62, "assignment_id": 10, "user_id": 60, "history": [{"attempt": 1, "attachments": [{"id": 70, "content_base64": b64(b"shared")}]}]}
+    ]});
+    std::fs::write(&path, later.to_string()).unwrap();
+    app.admin(&["import", path.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        app.store()
+            .submission(61)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_attachments()[0]
+            .id,
+        70
+    );
 
     // `lti2 admin submission create` adds attempt 3 with a new file.
     let f = dir.path().join("third.txt");

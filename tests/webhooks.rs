@@ -622,6 +622,69 @@ async fn tools_see_only_their_own_subscriptions_and_every_validation_error() {
             r.text
         );
     }
+    // Unknown event types are refused even for a grant-all tool; Format and TransportType
+    // default to live-event and https.
+    let all = registered_tool(
+        &app,
+        "tool-all",
+        VENDOR,
+        PRODUCT,
+        &["vnd.instructure.webhooks.root_account.all"],
+        webhook_services(),
+        root_account(),
+        "{}",
+    )
+    .await;
+    let r = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/lti/subscriptions",
+        &all,
+        Some(with("EventTypes", json!(["no_such_event"]))),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let mut minimal = base.clone();
+    minimal.as_object_mut().unwrap().remove("Format");
+    minimal.as_object_mut().unwrap().remove("TransportType");
+    let r = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/lti/subscriptions",
+        &all,
+        Some(json!({"subscription": minimal})),
+    )
+    .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json["Format"].clone(),
+            r.json["TransportType"].clone()
+        ),
+        (201, json!("live-event"), json!("https")),
+        "{}",
+        r.text
+    );
+    // An assignment context needs the assignment to use the tool (Canvas asks less).
+    let doc = json!({"assignments": [
+        {"id": 70, "course_id": 5, "plagiarism_tool": {"vendor_code": VENDOR, "product_code": PRODUCT, "resource_type_code": "originality_reports"}},
+        {"id": 71, "course_id": 5, "plagiarism_tool": {"vendor_code": VENDOR, "product_code": "other", "resource_type_code": "originality_reports"}}
+    ]});
+    import(&app, &doc);
+    for (asg, status) in [("70", 201), ("71", 401)] {
+        let mut s = base.clone();
+        s["ContextType"] = json!("assignment");
+        s["ContextId"] = json!(asg);
+        let r = call(
+            &app,
+            reqwest::Method::POST,
+            "/api/lti/subscriptions",
+            &a,
+            Some(json!({"subscription": s})),
+        )
+        .await;
+        assert_eq!(r.status, status, "assignment {asg}: {}", r.text);
+    }
     // A tool without webhook capabilities; a tool not installed on the root account; no token.
     let plain = registered_tool(
         &app,

@@ -172,6 +172,13 @@ async fn read_report_body(parts: &Parts, body: Body) -> Step<(Value, Vec<(String
     let pairs = body_params(&parts.headers, bytes)
         .await
         .map_err(|e| bad_request(json!({"errors": [{"message": e.description}]})))?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(bad_request(
+                json!({"errors": [{"message": format!("the '{k}' parameter is given more than once")}]}),
+            ));
+        }
+    }
     Ok((nest_form(&pairs), pairs))
 }
 

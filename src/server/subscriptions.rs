@@ -17,10 +17,22 @@ use serde_json::{json, Map, Value};
 use super::gate::{self, Refusal, Requirement};
 use super::{no_store, not_found_response, AppState};
 use crate::authority::Authority;
-use crate::plagiarism::active_in_course;
+use crate::plagiarism::{active_in_course, matches_assignment};
 use crate::store::webhooks::Subscription;
 use crate::store::{ContextKind, ContextRef, StoreError, ToolProxyRecord};
 use crate::webhooks::{check_url, may_subscribe, WebhookSettings};
+
+/// The event types a subscription may name.
+const KNOWN_EVENT_TYPES: &[&str] = &[
+    "submission_created",
+    "submission_updated",
+    "plagiarism_resubmit",
+    "assignment_created",
+    "assignment_updated",
+    "attachment_created",
+    "quiz_submitted",
+    "grade_change",
+];
 
 const SUBSCRIPTIONS: Requirement = Requirement::service(&["vnd.Canvas.webhooksSubscription"]);
 
@@ -162,6 +174,12 @@ async fn apply_and_validate(
     if !may_subscribe(&tp.enabled_capability, &types) {
         return Err(unauthorized_subscription());
     }
+    if let Some(unknown) = types
+        .iter()
+        .find(|t| !KNOWN_EVENT_TYPES.contains(&t.as_str()))
+    {
+        return Err(invalid(format!("'{unknown}' is not an event type")));
+    }
     if let Some(t) = text(req, "ContextType") {
         s.context_type = t;
     }
@@ -209,7 +227,11 @@ async fn apply_and_validate(
                 .account_chain(assignment.course_id)
                 .await
                 .map_err(store_err)?;
-            if !active_in_course(&facts, assignment.course_id, &chain) {
+            // Canvas only asks that the tool be active there; lti2 also asks that the
+            // assignment use it, so a tool cannot watch assignments it may not read.
+            if !active_in_course(&facts, assignment.course_id, &chain)
+                || !matches_assignment(&facts, &assignment)
+            {
                 return Err(unauthorized_subscription());
             }
             s.root_account_id = *chain.last().unwrap_or(&1);
@@ -281,8 +303,8 @@ pub async fn create(State(st): State<AppState>, req: Request) -> Response {
             event_types: None,
             system_event_types: None,
             user_event_types: None,
-            format: String::new(),
-            transport_type: String::new(),
+            format: "live-event".into(),
+            transport_type: "https".into(),
             url: String::new(),
             associated_integration_id: None,
             state: "Active".into(),
@@ -379,7 +401,9 @@ pub async fn index(State(st): State<AppState>, req: Request) -> Response {
                 Some(
                     key.get("Id")
                         .and_then(Value::as_str)
-                        .ok_or_else(|| invalid("StartKey needs an Id"))?
+                        .ok_or_else(|| {
+                            invalid("StartKey needs the Id (a string) of the EndKey it came from")
+                        })?
                         .to_owned(),
                 )
             }
