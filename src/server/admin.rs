@@ -44,7 +44,8 @@ pub async fn import(State(s): State<AppState>, req: Request) -> Response {
             req.headers().contains_key(header::AUTHORIZATION),
         );
     }
-    let bytes = match super::read_body(req.into_body(), MAX_IMPORT_BYTES).await {
+    let (parts, body) = req.into_parts();
+    let bytes = match super::read_body(&parts.headers, body, MAX_IMPORT_BYTES).await {
         Ok(b) => b,
         Err(super::BodyError::TimedOut) => return super::body_timeout_response(),
         Err(super::BodyError::TooLarge) => {

@@ -86,15 +86,7 @@ async fn exchange(
         description: format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         reason: "body_too_large",
     };
-    let declared = parts
-        .headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let bytes = super::read_body(Body::new(body), MAX_BODY_BYTES)
+    let bytes = super::read_body(&parts.headers, Body::new(body), MAX_BODY_BYTES)
         .await
         .map_err(|e| match e {
             super::BodyError::TooLarge => too_large(),

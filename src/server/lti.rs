@@ -74,7 +74,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The `n`th segment of the raw path (`/api/lti/courses/5/…` has `api` at 0).
-fn segment(path: &str, n: usize) -> Option<&str> {
+pub fn segment(path: &str, n: usize) -> Option<&str> {
     path.trim_start_matches('/').split('/').nth(n)
 }
 
@@ -196,15 +196,7 @@ async fn read_body(
                 .into_response(),
         )
     };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_TOOL_PROXY_BYTES as u64) {
-        return Err(too_large());
-    }
-    super::read_body(body, MAX_TOOL_PROXY_BYTES)
+    super::read_body(&parts.headers, body, MAX_TOOL_PROXY_BYTES)
         .await
         .map_err(|e| match e {
             super::BodyError::TooLarge => too_large(),

@@ -444,11 +444,23 @@ pub enum BodyError {
     TimedOut,
 }
 
-/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]. A body that is
-/// already buffered (the usual small request) is taken without arming a timer, so the hot
-/// path pays nothing for the timeout.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]: a declared
+/// `Content-Length` over the limit is refused before anything is read. A body that is already
+/// buffered (the usual small request) is taken without arming a timer, so the hot path pays
+/// nothing for the timeout.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
     use futures_util::FutureExt;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
     let read = axum::body::to_bytes(body, limit);
     let mut read = std::pin::pin!(read);
     let done = match (&mut read).now_or_never() {

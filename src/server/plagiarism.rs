@@ -74,18 +74,13 @@ fn json_ok(status: StatusCode, v: Value) -> Response {
 
 /// The `n`th segment of the raw path as a canonical id.
 fn id_at(parts: &Parts, n: usize) -> Step<i64> {
-    parts
-        .uri
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .nth(n)
+    segment(parts, n)
         .and_then(canonical_id)
         .ok_or_else(not_found_response)
 }
 
 fn segment(parts: &Parts, n: usize) -> Option<&str> {
-    parts.uri.path().trim_start_matches('/').split('/').nth(n)
+    super::lti::segment(parts.uri.path(), n)
 }
 
 async fn authenticate(
@@ -132,7 +127,7 @@ fn base_url<'a>(a: &'a Authority, parts: &Parts) -> &'a str {
 /// Reads a report request's body: JSON, or a urlencoded/multipart form with bracketed names.
 /// Returns the body as JSON and the form pairs (for `access_token`).
 async fn read_report_body(parts: &Parts, body: Body) -> Step<(Value, Vec<(String, String)>)> {
-    let bytes = super::read_body(body, MAX_REPORT_BODY_BYTES)
+    let bytes = super::read_body(&parts.headers, body, MAX_REPORT_BODY_BYTES)
         .await
         .map_err(|e| {
             if e == super::BodyError::TimedOut {

@@ -105,8 +105,11 @@ async fn authenticate(a: &Authority, parts: &Parts) -> Step<std::sync::Arc<ToolP
         .ok_or_else(|| gate::refusal(&crate::bearer::GateError::WrongSubject, Refusal::Standard))
 }
 
-async fn read_subscription(body: axum::body::Body) -> Step<Map<String, Value>> {
-    let bytes = super::read_body(body, MAX_SUBSCRIPTION_BODY_BYTES)
+async fn read_subscription(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Step<Map<String, Value>> {
+    let bytes = super::read_body(headers, body, MAX_SUBSCRIPTION_BODY_BYTES)
         .await
         .map_err(|e| {
             if e == super::BodyError::TimedOut {
@@ -290,7 +293,7 @@ pub async fn create(State(st): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let run = async {
         let tp = authenticate(a, &parts).await?;
-        let fields = read_subscription(body).await?;
+        let fields = read_subscription(&parts.headers, body).await?;
         let now = a.now();
         let mut s = Subscription {
             id: uuid::Uuid::new_v4().to_string(),
@@ -354,7 +357,7 @@ pub async fn update(State(st): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let run = async {
         let tp = authenticate(a, &parts).await?;
-        let fields = read_subscription(body).await?;
+        let fields = read_subscription(&parts.headers, body).await?;
         let mut s = own(a, &parts, &tp).await?;
         apply_and_validate(a, &st.webhooks, &tp, &fields, &mut s).await?;
         s.updated_at = a.now();
