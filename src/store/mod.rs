@@ -14,6 +14,9 @@ pub use lms::LmsStore;
 pub use webhooks::WebhookStore;
 
 pub mod lms;
+pub mod postgres;
+mod postgres_lms;
+mod postgres_webhooks;
 pub mod sqlite;
 mod sqlite_lms;
 mod sqlite_webhooks;
@@ -526,4 +529,35 @@ pub trait Store:
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.
     async fn change_epoch(&self) -> Result<i64, StoreError>;
+}
+
+/// A 128-bit digest of (sub, jti): the key of the in-memory index.
+pub(crate) fn nonce_key(sub: &str, jti: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((sub.len() as u64).to_be_bytes());
+    h.update(sub.as_bytes());
+    h.update(jti.as_bytes());
+    let d = h.finalize();
+    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+}
+
+fn ctx_aad(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
+fn conflict_or(e: sqlx::Error, what: impl Fn() -> String, fk: impl Fn() -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(what());
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound(fk());
+        }
+    }
+    StoreError::Database(e)
+}
+
+fn json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
+    serde_json::from_str(s).unwrap_or_default()
 }

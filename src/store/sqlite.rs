@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -71,20 +70,6 @@ struct Claim {
     jti: String,
     expires_at: i64,
     reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// A 128-bit digest of (sub, jti): the key of the in-memory index.
-fn nonce_key(sub: &str, jti: &str) -> u128 {
-    let mut h = Sha256::new();
-    h.update((sub.len() as u64).to_be_bytes());
-    h.update(sub.as_bytes());
-    h.update(jti.as_bytes());
-    let d = h.finalize();
-    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
-}
-
-fn ctx_aad(kind: &str, id: &str) -> String {
-    format!("{kind}:{id}")
 }
 
 impl SqliteStore {
@@ -203,22 +188,6 @@ impl SqliteStore {
     fn open_secret(&self, aad: &str, sealed: &[u8]) -> Result<Secret, StoreError> {
         Ok(self.master.open(aad, sealed)?)
     }
-}
-
-fn conflict_or(e: sqlx::Error, what: impl Fn() -> String, fk: impl Fn() -> String) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict(what());
-        }
-        if db.is_foreign_key_violation() {
-            return StoreError::NotFound(fk());
-        }
-    }
-    StoreError::Database(e)
-}
-
-fn json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
-    serde_json::from_str(s).unwrap_or_default()
 }
 
 #[async_trait]

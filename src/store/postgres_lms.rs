@@ -1,0 +1,1 @@
+//! [`LmsStore`] for PostgreSQL: LMS records, originality reports, and the import transaction.
