@@ -18,7 +18,10 @@ use crate::assertion::{self, AssertionError, AssertionPolicy, Subject};
 use crate::bearer::{contract_allows, Authenticated, GateError, Identity, Requirement};
 use crate::clock::SharedClock;
 use crate::secrets::{random_bytes, Secret};
-use crate::store::{ContextRef, DeveloperKeyRecord, Store, StoreError, ToolProxyRecord};
+use crate::metrics::Metrics;
+use crate::store::{
+    ContextRef, DeveloperKeyRecord, NonceStore, Store, StoreError, ToolProxyRecord,
+};
 
 /// The RFC 7523 grant type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -199,6 +202,17 @@ pub enum CredentialKind {
     Registration,
 }
 
+impl CredentialKind {
+    /// The metrics label: `tool_proxy`, `developer_key` or `registration`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ToolProxy => "tool_proxy",
+            CredentialKind::DeveloperKey => "developer_key",
+            CredentialKind::Registration => "registration",
+        }
+    }
+}
+
 struct Credential {
     kind: CredentialKind,
     secret: Secret,
@@ -222,6 +236,8 @@ struct Refresh {
 /// The authorization server's core: validates assertions and issues access tokens.
 pub struct Authority {
     store: Arc<dyn Store>,
+    nonces: Arc<dyn NonceStore>,
+    metrics: Arc<Metrics>,
     clock: SharedClock,
     config: AuthorityConfig,
     caches: RwLock<Caches>,
@@ -266,6 +282,8 @@ impl Authority {
             .collect();
         Ok(Self {
             bases,
+            nonces: store.clone(),
+            metrics: Arc::new(Metrics::new()),
             store,
             clock,
             config,
@@ -276,6 +294,22 @@ impl Authority {
                 epoch,
             }),
         })
+    }
+
+    /// Claims `jti`s in `nonces` instead of the store (e.g. Redis, `--redis-url`).
+    pub fn with_nonce_store(mut self, nonces: Arc<dyn NonceStore>) -> Self {
+        self.nonces = nonces;
+        self
+    }
+
+    /// The nonce store `jti`s are claimed in.
+    pub fn nonce_store(&self) -> &Arc<dyn NonceStore> {
+        &self.nonces
+    }
+
+    /// This process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The store.
@@ -533,7 +567,22 @@ impl Authority {
     /// fault (generic before the signature is verified, precise after); 400 `invalid_request`
     /// for a developer-key assertion without `code`; 503 `temporarily_unavailable` when the
     /// store fails (the replay check is never skipped).
+    ///
+    /// Counts the outcome in [`Metrics`]: a token by credential kind, or a refusal by reason.
     pub async fn authorize(
+        &self,
+        ctx: ContextRef,
+        req: &TokenRequest,
+    ) -> Result<(TokenResponse, CredentialKind), OAuthError> {
+        let outcome = self.exchange(ctx, req).await;
+        match &outcome {
+            Ok((_, kind)) => self.metrics.token_issued(kind.as_str()),
+            Err(e) => self.metrics.assertion_rejected(e.reason),
+        }
+        outcome
+    }
+
+    async fn exchange(
         &self,
         ctx: ContextRef,
         req: &TokenRequest,
@@ -564,12 +613,16 @@ impl Authority {
                 )
             });
         }
+        self.metrics.clock_offset(verified.iat - now as f64);
         let sub_text = cred.sub.as_text();
-        if !self
-            .store
+        let started = Instant::now();
+        let claimed = self
+            .nonces
             .claim_nonce(&sub_text, &verified.jti, verified.nonce_expires_at)
-            .await?
-        {
+            .await;
+        self.metrics
+            .nonce_claim(started.elapsed().as_secs_f64(), claimed.is_err());
+        if !claimed? {
             return Err(OAuthError::grant(&AssertionError::Replayed));
         }
         // The caches were refreshed by `context_exists` at the start of this request.

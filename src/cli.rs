@@ -100,6 +100,15 @@ pub struct ServeArgs {
     /// Local development: webhooks may target http URLs and loopback or private addresses.
     #[arg(long, env = "LTI2_DEV")]
     pub dev: bool,
+    /// Redis for the jti store (`redis://host:port`); default: the database.
+    #[arg(long, env = "LTI2_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PostgreSQL: most connections this process opens (default 16).
+    #[arg(long, env = "LTI2_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// PostgreSQL: how long a request waits for a free connection, ms (default 5000).
+    #[arg(long, env = "LTI2_DB_ACQUIRE_TIMEOUT_MS")]
+    pub db_acquire_timeout_ms: Option<u64>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -125,6 +134,9 @@ impl ServeArgs {
             log_format: self.log_format.clone(),
             sqlite_durability: self.sqlite_durability,
             cache_refresh_ms: self.cache_refresh_ms,
+            redis_url: self.redis_url.clone(),
+            db_max_connections: self.db_max_connections,
+            db_acquire_timeout_ms: self.db_acquire_timeout_ms,
             master_key: std::env::var("LTI2_MASTER_KEY")
                 .ok()
                 .filter(|s| !s.is_empty()),

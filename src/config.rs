@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::assertion::{normalize_url, AssertionPolicy};
 use crate::jose::Alg;
+use crate::store::postgres::PoolSettings;
 use crate::store::sqlite::Durability;
 
 /// The TOML file. Every key is optional.
@@ -29,6 +30,10 @@ use crate::store::sqlite::Durability;
 /// log_format = "text"                      # or "json"
 /// sqlite_durability = "normal"             # or "full"
 /// cache_refresh_ms = 200
+/// redis_url = "redis://127.0.0.1:6379"     # optional: jtis in Redis
+/// db_max_connections = 16                  # PostgreSQL pool, per process
+/// db_min_connections = 1
+/// db_acquire_timeout_ms = 5000
 /// ```
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +70,14 @@ pub struct FileConfig {
     pub webhook_retry_for: Option<i64>,
     /// Failed deliveries in a row that deactivate a subscription.
     pub webhook_deactivate_after: Option<i64>,
+    /// Redis for the jti store.
+    pub redis_url: Option<String>,
+    /// PostgreSQL pool: most connections per process.
+    pub db_max_connections: Option<u32>,
+    /// PostgreSQL pool: connections kept open when idle.
+    pub db_min_connections: Option<u32>,
+    /// PostgreSQL pool: how long a request waits for a connection, ms.
+    pub db_acquire_timeout_ms: Option<u64>,
 }
 
 /// A string or a list of strings.
@@ -111,6 +124,12 @@ pub struct Overrides {
     pub sqlite_durability: Option<Durability>,
     /// `--cache-refresh-ms` / `LTI2_CACHE_REFRESH_MS`.
     pub cache_refresh_ms: Option<u64>,
+    /// `--redis-url` / `LTI2_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `--db-max-connections` / `LTI2_DB_MAX_CONNECTIONS`.
+    pub db_max_connections: Option<u32>,
+    /// `--db-acquire-timeout-ms` / `LTI2_DB_ACQUIRE_TIMEOUT_MS`.
+    pub db_acquire_timeout_ms: Option<u64>,
     /// `LTI2_MASTER_KEY`: 64 hex characters.
     pub master_key: Option<String>,
     /// `LTI2_ADMIN_TOKEN`: turns the admin HTTP API on.
@@ -161,6 +180,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Webhook delivery rules.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Redis for the jti store (`redis://…`); None keeps jtis in the database.
+    pub redis_url: Option<String>,
+    /// The PostgreSQL connection pool (ignored for SQLite).
+    pub pool: PoolSettings,
 }
 
 /// A bad setting.
@@ -242,7 +265,39 @@ impl Settings {
         if issuer.is_empty() {
             return Err(ConfigError("issuer must not be empty".into()));
         }
+        let defaults = PoolSettings::default();
+        let pool = PoolSettings {
+            max_connections: o
+                .db_max_connections
+                .or(file.db_max_connections)
+                .unwrap_or(defaults.max_connections),
+            min_connections: file.db_min_connections.unwrap_or(defaults.min_connections),
+            acquire_timeout_ms: o
+                .db_acquire_timeout_ms
+                .or(file.db_acquire_timeout_ms)
+                .unwrap_or(defaults.acquire_timeout_ms),
+        };
+        if pool.max_connections == 0 || pool.min_connections > pool.max_connections {
+            return Err(ConfigError(
+                "db_max_connections must be at least 1 and at least db_min_connections".into(),
+            ));
+        }
+        if pool.acquire_timeout_ms == 0 {
+            return Err(ConfigError(
+                "db_acquire_timeout_ms must be positive".into(),
+            ));
+        }
+        let redis_url = o.redis_url.or(file.redis_url).filter(|u| !u.is_empty());
+        if let Some(u) = &redis_url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) {
+                return Err(ConfigError(format!(
+                    "redis_url: '{u}' must start with redis://"
+                )));
+            }
+        }
         Ok(Settings {
+            redis_url,
+            pool,
             listen,
             base_urls,
             database_url: o

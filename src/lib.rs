@@ -13,7 +13,8 @@
 //! * [`assertion`]: the pure assertion checks (claims, `aud`, times, allow-list).
 //! * [`access_token`]: minting and verifying access tokens with a key ring.
 //! * [`secrets`]: the master key and encryption of secrets at rest.
-//! * [`store`]: persistence behind traits (SQLite now), with the group-commit nonce store.
+//! * [`store`]: persistence behind traits: embedded SQLite (default) or PostgreSQL (several
+//!   instances), with group-commit nonce stores, and optionally Redis for nonces.
 //! * [`authority`]: the authorize use case: credential lookup, validation, replay, minting;
 //!   and the bearer gate of the APIs.
 //! * [`bearer`]: the bearer gate's rules (token extraction, service and method checks).
@@ -22,6 +23,7 @@
 //! * [`tool_proxy`]: ToolProxy documents: reading and validating them for registration.
 //! * [`registration`]: registration launches (`ToolProxyRegistrationRequest` parameters).
 //! * [`server`]: the axum HTTP service.
+//! * [`metrics`]: the Prometheus metrics of one process.
 //! * [`import`]: the LMS import document and the content-addressed file store.
 //! * [`webhooks`]: subscriptions' rules, event matching, signing, and the delivery worker.
 //! * [`config`]: settings from a TOML file, `LTI2_…` environment variables and flags.
@@ -39,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod import;
 pub mod jose;
+pub mod metrics;
 pub mod plagiarism;
 pub mod profile;
 pub mod registration;

@@ -1432,7 +1432,7 @@ async fn parameters_x31_x32_x33() {
 #[tokio::test]
 async fn short_tool_proxy_secrets_x35() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let db = common::database_url(dir.path());
     let data = dir.path().display().to_string();
     let admin = |args: &[&str]| admin_on(&db, &data, args);
 
@@ -1493,7 +1493,7 @@ async fn short_tool_proxy_secrets_x35() {
 
     // Never usable: on a live server's database, the refused tool proxy does not sign.
     let app = spawn_app().await;
-    let db = format!("sqlite://{}", app.db_path().display());
+    let db = app.database_url();
     let data = app.dir.path().display().to_string();
     for (what, secret) in [
         ("X35 8-byte secret (live)", "12345678"),

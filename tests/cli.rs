@@ -33,7 +33,7 @@ fn json_out(out: &Output) -> Value {
 }
 
 fn admin(app: &TestApp, args: &[&str]) -> Output {
-    let db = format!("sqlite://{}", app.db_path().display());
+    let db = app.database_url();
     let dir = app.dir.path().display().to_string();
     let mut all = vec!["admin", "--database-url", &db, "--data-dir", &dir];
     all.extend_from_slice(args);
@@ -200,6 +200,15 @@ async fn admin_commands_work_on_the_live_database() {
 
     // Secrets are encrypted at rest: none of them appears in the database files.
     let mut raw = Vec::new();
+    if common::postgres() {
+        let dump = Command::new("pg_dump")
+            .args(["--data-only", &app.database_url()])
+            .output()
+            .expect("pg_dump runs");
+        assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+        raw = dump.stdout;
+        assert!(!raw.is_empty());
+    }
     for f in ["lti2.db", "lti2.db-wal"] {
         raw.extend(std::fs::read(app.dir.path().join(f)).unwrap_or_default());
     }
@@ -211,6 +220,12 @@ async fn admin_commands_work_on_the_live_database() {
         assert!(
             !raw.windows(s.len()).any(|w| w == s),
             "a secret is stored in clear"
+        );
+        // pg_dump prints bytea in hex.
+        let h = hex::encode(s).into_bytes();
+        assert!(
+            !raw.windows(h.len()).any(|w| w == h.as_slice()),
+            "a secret is stored in clear (hex)"
         );
     }
     #[cfg(unix)]
@@ -355,7 +370,7 @@ fn jwt_verify_checks_the_hmac() {
 #[tokio::test]
 async fn a_closed_stdout_pipe_is_not_a_crash() {
     let app = live_app().await;
-    let db = format!("sqlite://{}", app.db_path().display());
+    let db = app.database_url();
     let dir = app.dir.path().display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lti2"))
         .args([

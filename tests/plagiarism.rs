@@ -1169,7 +1169,7 @@ async fn the_admin_http_api() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut settings = lti2::config::Settings::resolve(lti2::config::Overrides {
         listen: Some("127.0.0.1:0".into()),
-        database_url: Some(format!("sqlite://{}", dir.path().join("lti2.db").display())),
+        database_url: Some(common::database_url(dir.path())),
         data_dir: Some(dir.path().to_path_buf()),
         cache_refresh_ms: Some(0),
         admin_token: Some(TOKEN.into()),

@@ -1268,7 +1268,7 @@ async fn a_tool_proxy_is_usable_at_once_even_with_a_long_cache_refresh() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let settings = lti2::config::Settings::resolve(lti2::config::Overrides {
         listen: Some("127.0.0.1:0".into()),
-        database_url: Some(format!("sqlite://{}", dir.path().join("lti2.db").display())),
+        database_url: Some(common::database_url(dir.path())),
         data_dir: Some(dir.path().to_path_buf()),
         cache_refresh_ms: Some(3_600_000),
         ..Default::default()

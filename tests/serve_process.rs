@@ -4,6 +4,8 @@
 //! The server and `lti2 token` are separate processes that read the system clock; this test
 //! does not sleep: it waits for the server's own "serving" log line.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -19,7 +21,7 @@ fn lti2() -> Command {
 #[test]
 fn logs_hold_no_secrets_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("lti2.db").display());
+    let db = common::database_url(dir.path());
     let data = dir.path().display().to_string();
     let mut server = lti2()
         .args(["serve", "--database-url", &db, "--data-dir", &data])

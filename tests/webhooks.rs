@@ -108,7 +108,7 @@ impl Receiver {
 fn dev_settings(dir: &std::path::Path) -> lti2::config::Settings {
     lti2::config::Settings::resolve(lti2::config::Overrides {
         listen: Some("127.0.0.1:0".into()),
-        database_url: Some(format!("sqlite://{}", dir.join("lti2.db").display())),
+        database_url: Some(common::database_url(dir)),
         data_dir: Some(dir.to_path_buf()),
         cache_refresh_ms: Some(0),
         dev: true,

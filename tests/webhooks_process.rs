@@ -5,6 +5,8 @@
 //! The server reads the system clock; the test waits for what it watches (log lines, requests
 //! at the receiver), never for a fixed time.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -59,7 +61,7 @@ fn serve(db: &str, data: &str) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deliveries_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("lti2.db").display());
+    let db = common::database_url(dir.path());
     let data = dir.path().display().to_string();
 
     // The receiver: while `hang` is set it records the event id and never answers.

@@ -7,7 +7,8 @@
 //!   `POST /api/lti/{accounts|courses}/{id}/tool_proxy`, `GET /api/lti/tool_proxy/{guid}`,
 //!   `GET /{accounts|courses}/{id}/lti/registration_return`: LTI 2 registration ([`lti`]),
 //!   behind the bearer gate ([`gate`]).
-//! * `GET /health`: alive.
+//! * `GET /health`: alive (the process answers). `GET /ready`: the store (and Redis) answers.
+//! * `GET /metrics`: Prometheus metrics ([`crate::metrics`]).
 //!
 //! Every request gets an `x-request-id` (kept if the client sent one) and a tracing span with
 //! the method and the matched route. Nothing logs query strings, bodies, assertions, tokens or
@@ -30,9 +31,11 @@ use crate::authority::{ensure_signing_key, Authority, AuthorityConfig};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::import::FileStore;
+use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::redis_nonces::RedisNonces;
+use crate::store::{NonceStore, Store};
 
 pub mod admin;
 pub mod authorize;
@@ -138,33 +141,44 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/admin/import", post(admin::import))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(RequestContextLayer)
+        .with_state(state.clone())
+        .layer(RequestContextLayer {
+            metrics: state.authority.metrics().clone(),
+        })
 }
 
 const X_REQUEST_ID: &str = "x-request-id";
 
 /// Gives every request an id (the client's `x-request-id` when it is short printable ASCII,
 /// else a new UUID), runs it inside a `request` span with the method, the matched route and
-/// the id, logs the status at debug level, and returns the id in the response.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestContextLayer;
+/// the id, logs the status at debug level, counts the request in [`Metrics`] by route, method
+/// and status, and returns the id in the response.
+#[derive(Clone)]
+pub struct RequestContextLayer {
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
+}
 
 impl<S> tower::Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner }
+        RequestContext {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 /// The service of [`RequestContextLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RequestContext<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> tower::Service<Request> for RequestContext<S>
@@ -195,17 +209,27 @@ where
                 let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
                 HeaderValue::from_str(text).expect("a UUID is a header value")
             });
+        let route: Arc<str> = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or("unmatched")
+            .into();
+        let method = req.method().clone();
         let span = tracing::info_span!(
             "request",
-            method = %req.method(),
-            route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched"),
+            method = %method,
+            route = &*route,
             request_id = id.to_str().unwrap_or(""),
         );
         let fut = span.in_scope(|| self.inner.call(req));
+        let metrics = self.metrics.clone();
         Box::pin(
             async move {
                 let mut resp = fut.await?;
-                tracing::debug!(status = resp.status().as_u16(), "response");
+                let status = resp.status().as_u16();
+                metrics.request(&route, method.as_str(), status);
+                tracing::debug!(status, "response");
                 resp.headers_mut().insert(X_REQUEST_ID, id);
                 Ok(resp)
             }
@@ -214,43 +238,44 @@ where
     }
 }
 
-/// `GET /metrics`: Prometheus text with webhook deliveries by outcome and subscriptions by
-/// state (counted in the database, so they hold across restarts and instances).
+/// `GET /metrics`: the process's metrics in OpenMetrics text ([`crate::metrics`]), with the
+/// webhook gauges counted in the database at scrape time. 503 when the store fails.
 async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
     let (deliveries, subscriptions) = match s.authority.store().webhook_counts().await {
         Ok(c) => c,
         Err(e) => return gate::unavailable(&e),
     };
-    let mut out = String::from(
-        "# HELP lti2_webhook_deliveries Webhook deliveries by outcome.\n# TYPE lti2_webhook_deliveries gauge\n",
-    );
-    for state in ["pending", "delivered", "failed"] {
-        let n = deliveries
-            .iter()
-            .find(|(k, _)| k == state)
-            .map(|(_, n)| *n)
-            .unwrap_or(0);
-        out.push_str(&format!(
-            "lti2_webhook_deliveries{{outcome=\"{state}\"}} {n}\n"
-        ));
-    }
-    out.push_str("# HELP lti2_webhook_subscriptions Webhook subscriptions by state.\n# TYPE lti2_webhook_subscriptions gauge\n");
-    for state in ["Active", "Deactivated", "Deleted"] {
-        let n = subscriptions
-            .iter()
-            .find(|(k, _)| k == state)
-            .map(|(_, n)| *n)
-            .unwrap_or(0);
-        out.push_str(&format!(
-            "lti2_webhook_subscriptions{{state=\"{state}\"}} {n}\n"
-        ));
-    }
-    let mut resp = out.into_response();
+    let metrics = s.authority.metrics();
+    metrics.set_webhook_counts(&deliveries, &subscriptions);
+    let mut resp = metrics.render().into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     resp
+}
+
+/// `GET /ready`: 200 `{"status":"ready"}` when the database (and Redis, when it holds the
+/// nonces) answers; else 503 `{"status":"unavailable","error":…}` naming which failed, so a
+/// load balancer stops sending traffic to an instance that cannot issue tokens.
+async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let database = s.authority.store().change_epoch().await.err();
+    let nonces = s.authority.nonce_store().check().await.err();
+    let error = match (database, nonces) {
+        (None, None) => {
+            return no_store(Json(serde_json::json!({"status": "ready"})).into_response())
+        }
+        (Some(e), _) => format!("database: {e}"),
+        (None, Some(e)) => format!("nonce store: {e}"),
+    };
+    tracing::warn!(%error, "not ready");
+    no_store(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": error})),
+        )
+            .into_response(),
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -374,29 +399,37 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
     if settings.base_urls.is_empty() {
         token_aud.insert(0, crate::config::host_of(&base_urls[0]).unwrap_or_default());
     }
-    let authority = Arc::new(
-        Authority::new(
-            store.clone(),
-            clock.clone(),
-            AuthorityConfig {
-                base_urls: base_urls.clone(),
-                token_aud,
-                issuer: settings.issuer.clone(),
-                access_token_lifetime: settings.access_token_lifetime,
-                policy: settings.policy.clone(),
-                cache_refresh: settings.cache_refresh,
-            },
-        )
-        .await?,
-    );
+    let mut authority = Authority::new(
+        store.clone(),
+        clock.clone(),
+        AuthorityConfig {
+            base_urls: base_urls.clone(),
+            token_aud,
+            issuer: settings.issuer.clone(),
+            access_token_lifetime: settings.access_token_lifetime,
+            policy: settings.policy.clone(),
+            cache_refresh: settings.cache_refresh,
+        },
+    )
+    .await?;
+    if let Some(url) = &settings.redis_url {
+        let redis = RedisNonces::new(url, clock.clone())?;
+        if let Err(e) = redis.check().await {
+            // Not fatal: claims fail closed (503) until Redis answers, and /ready says why.
+            tracing::error!(error = %e, "Redis does not answer; token requests get 503 until it does");
+        }
+        authority = authority.with_nonce_store(Arc::new(redis));
+        tracing::info!("jtis are claimed in Redis");
+    }
+    let authority = Arc::new(authority);
     let purge = tokio::spawn({
-        let store = store.clone();
+        let nonces = authority.nonce_store().clone();
         let clock = clock.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                match store.purge_nonces(clock.now()).await {
+                match nonces.purge_nonces(clock.now()).await {
                     Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces purged"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "nonce purge failed"),

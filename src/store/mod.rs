@@ -3,7 +3,8 @@
 //! Handlers and the [`crate::authority`] see only these traits, so a second backend
 //! (PostgreSQL) can be added without touching them. [`sqlite::SqliteStore`] is the embedded
 //! default: one file in WAL mode, migrations embedded in the binary, and a single writer task
-//! that claims nonces in batches (group commit).
+//! that claims nonces in batches (group commit). [`postgres::PgStore`] is the shared store of
+//! several instances; [`redis_nonces::RedisNonces`] optionally takes the nonces.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -15,6 +16,7 @@ pub use webhooks::WebhookStore;
 
 pub mod lms;
 pub mod postgres;
+pub mod redis_nonces;
 mod postgres_lms;
 mod postgres_webhooks;
 pub mod sqlite;
@@ -370,6 +372,9 @@ pub enum StoreError {
     /// The nonce writer has stopped.
     #[error("the nonce store is not running")]
     Stopped,
+    /// A service the store needs (Redis) cannot be reached or did not answer in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Accounts and courses.
@@ -519,6 +524,11 @@ pub trait NonceStore: Send + Sync {
     async fn claim_nonce(&self, sub: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// Deletes the entries whose `expires_at` is before `now`; returns how many.
     async fn purge_nonces(&self, now: i64) -> Result<u64, StoreError>;
+    /// Whether claims can be made now (`GET /ready`). Stores that keep nonces in the database
+    /// answer Ok: the database itself is checked with [`Store::change_epoch`].
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Everything the service stores.

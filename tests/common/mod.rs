@@ -1,6 +1,9 @@
-//! Test harness: a real `lti2` server on port 0, a fresh SQLite database in a temporary
-//! directory, and a [`ManualClock`] the test moves. Nothing here sleeps.
+//! Test harness: a real `lti2` server on port 0, a fresh database (SQLite in a temporary
+//! directory, or a new PostgreSQL database when `LTI2_TEST_BACKEND=postgres`: see
+//! [`database_url`]), and a [`ManualClock`] the test moves. Nothing here sleeps.
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,11 +56,79 @@ impl Reply {
     }
 }
 
+/// Whether this run is against PostgreSQL (`LTI2_TEST_BACKEND=postgres`); else SQLite.
+pub fn postgres() -> bool {
+    match std::env::var("LTI2_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("LTI2_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL server tests create their databases on: `LTI2_TEST_POSTGRES_URL`, by default
+/// `postgres://lti2:lti2@127.0.0.1:5432/postgres` (README: "Running the tests"). The role needs
+/// CREATEDB.
+pub fn postgres_admin_url() -> String {
+    std::env::var("LTI2_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://lti2:lti2@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs one SQL command on the PostgreSQL server with `psql`; returns its unaligned output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql runs (install postgresql-client; README: Running the tests)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {} (is PostgreSQL running? README: Running the tests)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new, empty PostgreSQL database `lti2_t_<pid>_<n>`; returns its URL. The first call in a
+/// test process drops the databases left by test processes that have ended.
+pub fn fresh_postgres_database() -> String {
+    static CLEANED: std::sync::Once = std::sync::Once::new();
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let admin = postgres_admin_url();
+    CLEANED.call_once(|| {
+        for name in psql(&admin, "SELECT datname FROM pg_database WHERE datname LIKE 'lti2_t_%'").lines() {
+            let pid = name.split('_').nth(2).unwrap_or("");
+            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    });
+    let name = format!(
+        "lti2_t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    let mut url = url::Url::parse(&admin).expect("LTI2_TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// The database URL of a new test server whose data directory is `dir`: a SQLite file in
+/// `dir`, or a fresh PostgreSQL database when the run is against PostgreSQL.
+pub fn database_url(dir: &std::path::Path) -> String {
+    if postgres() {
+        fresh_postgres_database()
+    } else {
+        format!("sqlite://{}", dir.join("lti2.db").display())
+    }
+}
+
 pub fn settings_for(dir: &std::path::Path, public_base: &str) -> Settings {
     Settings::resolve(Overrides {
         listen: Some("127.0.0.1:0".into()),
         base_url: vec![public_base.into()],
-        database_url: Some(format!("sqlite://{}", dir.join("lti2.db").display())),
+        database_url: Some(database_url(dir)),
         data_dir: Some(dir.to_path_buf()),
         cache_refresh_ms: Some(0),
         ..Default::default()
@@ -70,12 +141,13 @@ pub fn tool_secret(guid: &str) -> String {
     format!("{guid}-shared-secret-0123456789abcdef0123456789")
 }
 
-/// A tool proxy registered (product family, resource handler `originality_reports` with a
-/// similarity-detection message handler, binding to `bind`) and accepted; returns an access
-/// token for it from the authorize endpoint. `raw_data` is its ToolProxy document.
+/// Registers a tool proxy in `store` at `now` (product family, resource handler
+/// `originality_reports` with a similarity-detection message handler, binding to `bind`,
+/// shared secret [`tool_secret`]) and makes it active. `raw_data` is its ToolProxy document.
 #[allow(clippy::too_many_arguments)]
-pub async fn registered_tool(
-    app: &TestApp,
+pub async fn register_tool(
+    store: &dyn Store,
+    now: i64,
     guid: &str,
     vendor: &str,
     product: &str,
@@ -83,17 +155,16 @@ pub async fn registered_tool(
     services: Vec<ToolService>,
     bind: ContextRef,
     raw_data: &str,
-) -> String {
+) {
     let secret = tool_secret(guid);
-    let store = app.store();
     store
         .create_registration(NewRegistration {
             reg_key: guid.into(),
             reg_password: Secret::new(b"reg-password-0123456789abcdef0123".to_vec()),
             context: bind,
             tool_url: None,
-            now: app.now(),
-            expires_at: app.now() + 3600,
+            now: now,
+            expires_at: now + 3600,
         })
         .await
         .unwrap();
@@ -135,14 +206,42 @@ pub async fn registered_tool(
                 }],
                 raw_data: raw_data.into(),
             },
-            now: app.now(),
+            now: now,
         })
         .await
         .unwrap();
     store
-        .set_tool_proxy_state(guid, "active", app.now())
+        .set_tool_proxy_state(guid, "active", now)
         .await
         .unwrap();
+}
+
+/// A tool proxy registered with [`register_tool`] on the app's store and accepted; returns an
+/// access token for it from the authorize endpoint.
+#[allow(clippy::too_many_arguments)]
+pub async fn registered_tool(
+    app: &TestApp,
+    guid: &str,
+    vendor: &str,
+    product: &str,
+    caps: &[&str],
+    services: Vec<ToolService>,
+    bind: ContextRef,
+    raw_data: &str,
+) -> String {
+    register_tool(
+        app.store().as_ref(),
+        app.now(),
+        guid,
+        vendor,
+        product,
+        caps,
+        services,
+        bind,
+        raw_data,
+    )
+    .await;
+    let secret = tool_secret(guid);
     let client = TokenClient::new(
         &format!("{}/api/lti/accounts/1/authorize", app.addr),
         Credentials::tool_proxy(guid, secret.into_bytes()),
@@ -194,7 +293,7 @@ impl TestApp {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let settings = Settings::resolve(Overrides {
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!("sqlite://{}", dir.path().join("lti2.db").display())),
+            database_url: Some(database_url(dir.path())),
             data_dir: Some(dir.path().to_path_buf()),
             cache_refresh_ms: Some(0),
             ..Default::default()
@@ -226,7 +325,7 @@ impl TestApp {
             .arg("admin")
             .args(args)
             .arg("--database-url")
-            .arg(format!("sqlite://{}", self.db_path().display()))
+            .arg(self.database_url())
             .arg("--data-dir")
             .arg(self.dir.path())
             .env_remove("LTI2_BASE_URL")
@@ -281,6 +380,11 @@ impl TestApp {
         } = self;
         running.shutdown().await.expect("clean shutdown");
         Self::spawn_with(settings, dir, clock).await
+    }
+
+    /// The server's database URL (SQLite or PostgreSQL).
+    pub fn database_url(&self) -> String {
+        self.settings.database_url.clone()
     }
 
     pub fn db_path(&self) -> PathBuf {

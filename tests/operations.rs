@@ -1,0 +1,184 @@
+//! Operations (issue 5): `/health`, `/ready`, Prometheus `/metrics`; Redis as the jti store
+//! (atomic across requests, fail closed when it is unreachable); a database outage answered
+//! with 503 and nothing half-done.
+//!
+//! The Redis tests need a Redis server at `LTI2_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`, README: "Running the tests"); the outage test needs PostgreSQL.
+
+mod common;
+
+use common::{sign, Reply, TestApp};
+use serde_json::json;
+
+const NOW: i64 = 1_767_225_600;
+const BASE: &str = "https://lms.example.edu";
+const PATH: &str = "/api/lti/accounts/1/authorize";
+const SECRET: &str = "k3y-0123456789abcdef0123456789ab";
+
+fn redis_url() -> String {
+    std::env::var("LTI2_TEST_REDIS_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+fn assertion(app: &TestApp, jti: &str) -> String {
+    let now = app.now();
+    sign(
+        &json!({"sub": "tp-1", "aud": app.aud(PATH), "exp": now + 50, "iat": now - 3, "jti": jti}),
+        SECRET.as_bytes(),
+    )
+}
+
+async fn spawn_with(edit: impl FnOnce(&mut lti2::config::Settings)) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut settings = common::settings_for(dir.path(), BASE);
+    edit(&mut settings);
+    let app = TestApp::spawn_with(settings, dir, lti2::clock::ManualClock::new(NOW)).await;
+    app.tool_proxy("tp-1", SECRET).await;
+    app
+}
+
+async fn get(app: &TestApp, path: &str) -> Reply {
+    app.get_with(&format!("{}{path}", app.addr), "lms.example.edu", &[])
+        .await
+}
+
+fn assert_unavailable(what: &str, r: &Reply) {
+    assert_eq!(r.status, 503, "{what}: {}", r.text);
+    assert_eq!(r.error(), "temporarily_unavailable", "{what}: {}", r.text);
+    assert_eq!(
+        r.headers["cache-control"], "no-store",
+        "{what}: RFC 6749 §5.2 errors are not cached"
+    );
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let app = spawn_with(|_| {}).await;
+    let health = get(&app, "/health").await;
+    assert_eq!((health.status, &health.json), (200, &json!({"status": "ok"})));
+    let ready = get(&app, "/ready").await;
+    assert_eq!((ready.status, &ready.json), (200, &json!({"status": "ready"})));
+
+    let a = assertion(&app, "m-1");
+    assert_eq!(app.exchange(PATH, &a).await.status, 200);
+    assert_eq!(app.exchange(PATH, &a).await.status, 400); // replayed
+    let bad = sign(&json!({"sub": "tp-1"}), SECRET.as_bytes());
+    assert_eq!(app.exchange(PATH, &bad).await.status, 400);
+
+    let m = get(&app, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        m.headers
+    );
+    let text = &m.text;
+    for line in [
+        // Requests by route and status (the /health and /ready calls above, the three exchanges).
+        "lti2_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 1",
+        "lti2_http_requests_total{route=\"/ready\",method=\"GET\",status=\"200\"} 1",
+        "lti2_http_requests_total{route=\"/api/lti/accounts/{id}/authorize\",method=\"POST\",status=\"200\"} 1",
+        "lti2_http_requests_total{route=\"/api/lti/accounts/{id}/authorize\",method=\"POST\",status=\"400\"} 2",
+        "lti2_access_tokens_issued_total{credential=\"tool_proxy\"} 1",
+        "lti2_assertions_rejected_total{reason=\"replay\"} 1",
+        "lti2_nonce_store_duration_seconds_count 2",
+        "lti2_nonce_store_errors_total 0",
+        // iat was 3 s before now, twice (the replay is verified before its claim fails).
+        "lti2_assertion_clock_offset_seconds_count 2",
+        "lti2_assertion_clock_offset_seconds_sum -6.0",
+        "lti2_assertion_clock_offset_seconds_bucket{le=\"-5.0\"} 0",
+        "lti2_assertion_clock_offset_seconds_bucket{le=\"-2.0\"} 2",
+        "lti2_webhook_deliveries{outcome=\"pending\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    let other_reasons = text
+        .lines()
+        .filter(|l| l.starts_with("lti2_assertions_rejected_total{reason="))
+        .filter(|l| !l.contains("\"replay\""))
+        .count();
+    assert_eq!(other_reasons, 1, "the malformed assertion is counted by its reason:\n{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[tokio::test]
+async fn redis_claims_each_jti_once() {
+    let app = spawn_with(|s| s.redis_url = Some(redis_url())).await;
+    assert_eq!(get(&app, "/ready").await.status, 200);
+    let jti = uuid::Uuid::new_v4().to_string();
+    let a = assertion(&app, &jti);
+    let replies = futures_util::future::join_all((0..32).map(|_| app.exchange(PATH, &a))).await;
+    assert_eq!(replies.iter().filter(|r| r.status == 200).count(), 1);
+    for r in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!((r.status, r.error()), (400, "invalid_grant"), "{}", r.text);
+    }
+    // The claim is in Redis, not in the process: a restarted server refuses it too.
+    let app = app.restart().await;
+    let again = app.exchange(PATH, &a).await;
+    assert_eq!((again.status, again.error()), (400, "invalid_grant"));
+    // Control: a new jti is accepted.
+    let fresh = assertion(&app, &uuid::Uuid::new_v4().to_string());
+    assert_eq!(app.exchange(PATH, &fresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_closed() {
+    // Port 1 on loopback: nothing listens, connections are refused at once.
+    let app = spawn_with(|s| s.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let a = assertion(&app, "r-down");
+    for _ in 0..2 {
+        assert_unavailable("Redis down", &app.exchange(PATH, &a).await);
+    }
+    let ready = get(&app, "/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(
+        ready.json["error"].as_str().unwrap().contains("nonce store"),
+        "{}",
+        ready.text
+    );
+    let m = get(&app, "/metrics").await.text;
+    assert!(m.contains("lti2_nonce_store_errors_total 2"), "{m}");
+    assert!(
+        m.contains("lti2_assertions_rejected_total{reason=\"store_unavailable\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_503_and_changes_nothing() {
+    // Always PostgreSQL: an outage can be made and ended without touching files.
+    let db = common::fresh_postgres_database();
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    let app = spawn_with(|s| {
+        s.database_url = db.clone();
+        s.pool.acquire_timeout_ms = 500;
+    })
+    .await;
+    let admin = common::postgres_admin_url();
+    let a = assertion(&app, "db-down");
+
+    common::psql(&admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    common::psql(
+        &admin,
+        &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"),
+    );
+    for _ in 0..2 {
+        assert_unavailable("database down", &app.exchange(PATH, &a).await);
+    }
+    let ready = get(&app, "/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(ready.json["error"].as_str().unwrap().contains("database"));
+
+    // Back up: the refused assertion was not recorded, so it works now, once.
+    common::psql(&admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    assert_eq!(get(&app, "/ready").await.status, 200);
+    let ok = app.exchange(PATH, &a).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let replay = app.exchange(PATH, &a).await;
+    assert_eq!((replay.status, replay.error()), (400, "invalid_grant"));
+}
