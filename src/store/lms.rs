@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{ContextRef, StoreError};
-use crate::import::{ImportDoc, ImportError, ImportSummary};
+use crate::import::{
+    ImportAssignment, ImportAttachment, ImportDoc, ImportError, ImportSummary, ImportVersion,
+};
 
 /// A user (Canvas `User` with its opaque LTI id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -354,4 +356,95 @@ pub trait LmsStore: Send + Sync {
     async fn max_ids(&self) -> Result<(i64, i64), StoreError>;
     /// Whether any attachment row uses this content.
     async fn content_referenced(&self, sha256: &str) -> Result<bool, StoreError>;
+}
+
+// Backend-independent pieces of the store implementations (SQLite and PostgreSQL).
+
+/// The tool lookup of an assignment row: all three codes, or none.
+pub(super) fn tool_lookup(
+    vendor: Option<String>,
+    product: Option<String>,
+    resource_type: Option<String>,
+) -> Option<ToolLookup> {
+    match (vendor, product, resource_type) {
+        (Some(vendor_code), Some(product_code), Some(resource_type_code)) => Some(ToolLookup {
+            vendor_code,
+            product_code,
+            resource_type_code,
+        }),
+        _ => None,
+    }
+}
+
+/// The copy of a saved report for another member's submission (Canvas `CopyToGroup`): no id
+/// yet, no `submission_time`, and a new link id.
+pub(super) fn group_copy(
+    saved: &OriginalityReport,
+    member_submission_id: i64,
+) -> OriginalityReport {
+    OriginalityReport {
+        id: 0,
+        submission_id: member_submission_id,
+        submission_time: None,
+        link: saved.link.clone().map(|l| ReportLink {
+            resource_link_id: uuid::Uuid::new_v4().to_string(),
+            ..l
+        }),
+        ..saved.clone()
+    }
+}
+
+/// A unique violation becomes an error at `path` saying `message`; other errors pass through.
+pub(super) fn unique_or(e: sqlx::Error, path: String, message: &str) -> ImportError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return ImportError::at(path, message.to_owned());
+        }
+    }
+    ImportError::from(e)
+}
+
+/// The error for a reference to a record that is neither in the document nor stored.
+pub(super) fn unknown_record(path: String, what: &str, id: i64) -> ImportError {
+    ImportError::at(
+        path,
+        format!("there is no {what} {id}, in the document or the database"),
+    )
+}
+
+/// An imported assignment's submission types as stored (JSON list; default
+/// `["online_upload"]`).
+pub(super) fn submission_types_json(a: &ImportAssignment) -> String {
+    let types: Vec<&str> = match &a.submission_types {
+        Some(t) => t.iter().map(|t| t.as_str()).collect(),
+        None => vec!["online_upload"],
+    };
+    serde_json::to_string(&types).expect("strings serialise")
+}
+
+/// An imported attachment's (filename, display name, content type), with their defaults:
+/// the display name or `file-<id>`; the filename; `application/octet-stream`.
+pub(super) fn attachment_names(a: &ImportAttachment) -> (String, String, String) {
+    let filename = a
+        .filename
+        .clone()
+        .or_else(|| a.display_name.clone())
+        .unwrap_or_else(|| format!("file-{}", a.id));
+    let display = a.display_name.clone().unwrap_or_else(|| filename.clone());
+    let ctype = a
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    (filename, display, ctype)
+}
+
+/// The attempts of an imported history that were not stored before, ascending.
+pub(super) fn new_attempts(history: &[ImportVersion], attempts_before: &[i64]) -> Vec<i64> {
+    let mut new: Vec<i64> = history
+        .iter()
+        .map(|v| v.attempt)
+        .filter(|a| !attempts_before.contains(a))
+        .collect();
+    new.sort_unstable();
+    new
 }

@@ -43,14 +43,7 @@ fn assignment_row(r: &SqliteRow) -> AssignmentRecord {
         points_possible: r.get(6),
         submission_types: serde_json::from_str(&types).unwrap_or_default(),
         workflow_state: r.get(8),
-        tool: match (vendor, product, rt) {
-            (Some(vendor_code), Some(product_code), Some(resource_type_code)) => Some(ToolLookup {
-                vendor_code,
-                product_code,
-                resource_type_code,
-            }),
-            _ => None,
-        },
+        tool: tool_lookup(vendor, product, rt),
     }
 }
 
@@ -494,17 +487,7 @@ impl LmsStore for SqliteStore {
                     .bind(saved.attachment_id)
                     .execute(&mut *tx)
                     .await?;
-                let copy = OriginalityReport {
-                    id: 0,
-                    submission_id: member,
-                    submission_time: None,
-                    link: saved.link.clone().map(|l| ReportLink {
-                        resource_link_id: uuid::Uuid::new_v4().to_string(),
-                        ..l
-                    }),
-                    ..saved.clone()
-                };
-                write_report(&mut tx, &copy, true).await?;
+                write_report(&mut tx, &group_copy(&saved, member), true).await?;
             }
         }
         tx.commit().await?;
@@ -566,20 +549,8 @@ async fn known(
     if in_doc.contains(&id) || exists(tx, table, id).await? {
         Ok(())
     } else {
-        Err(ImportError::at(
-            path,
-            format!("there is no {what} {id}, in the document or the database"),
-        ))
+        Err(unknown_record(path, what, id))
     }
-}
-
-fn unique_or(e: sqlx::Error, path: String, message: &str) -> ImportError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return ImportError::at(path, message.to_owned());
-        }
-    }
-    ImportError::from(e)
 }
 
 /// What an assignment looks like to its events (None when it does not exist).
@@ -847,10 +818,6 @@ async fn import_in(
         )
         .await?;
         let before = assignment_fingerprint(tx, a.id).await?;
-        let types: Vec<&str> = match &a.submission_types {
-            Some(t) => t.iter().map(|t| t.as_str()).collect(),
-            None => vec!["online_upload"],
-        };
         let tool = a.plagiarism_tool.as_ref();
         sqlx::query("INSERT INTO assignments (id, course_id, lti_id, name, description, due_at, points_possible, submission_types, workflow_state, tool_vendor_code, tool_product_code, tool_resource_type_code, created_at, updated_at) VALUES (?, ?, coalesce(?, ?), ?, ?, ?, ?, ?, coalesce(?, 'published'), ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET course_id = excluded.course_id, lti_id = coalesce(?, assignments.lti_id), name = excluded.name, description = excluded.description, due_at = excluded.due_at, points_possible = excluded.points_possible, submission_types = excluded.submission_types, workflow_state = coalesce(?, assignments.workflow_state), tool_vendor_code = excluded.tool_vendor_code, tool_product_code = excluded.tool_product_code, tool_resource_type_code = excluded.tool_resource_type_code, updated_at = excluded.updated_at")
             .bind(a.id)
@@ -861,7 +828,7 @@ async fn import_in(
             .bind(&a.description)
             .bind(a.due_at.map(|t| t.0))
             .bind(a.points_possible)
-            .bind(serde_json::to_string(&types).expect("strings serialise"))
+            .bind(submission_types_json(a))
             .bind(a.workflow_state.map(|s| s.as_str()))
             .bind(tool.map(|t| t.vendor_code.clone()))
             .bind(tool.map(|t| t.product_code.clone()))
@@ -1021,16 +988,7 @@ async fn import_in(
                         return Err(ImportError::at(ap, format!("attachment {} is stored with other content; a file's bytes never change", a.id)));
                     }
                     (Some(c), _) => {
-                        let filename = a
-                            .filename
-                            .clone()
-                            .or_else(|| a.display_name.clone())
-                            .unwrap_or_else(|| format!("file-{}", a.id));
-                        let display = a.display_name.clone().unwrap_or_else(|| filename.clone());
-                        let ctype = a
-                            .content_type
-                            .clone()
-                            .unwrap_or_else(|| "application/octet-stream".into());
+                        let (filename, display, ctype) = attachment_names(a);
                         sqlx::query("INSERT INTO attachments (id, sha256, size, filename, display_name, content_type, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET filename = excluded.filename, display_name = excluded.display_name, content_type = excluded.content_type, updated_at = CASE WHEN attachments.filename = excluded.filename AND attachments.display_name = excluded.display_name AND attachments.content_type = excluded.content_type THEN attachments.updated_at ELSE excluded.updated_at END")
                             .bind(a.id)
                             .bind(&c.sha256)
@@ -1078,13 +1036,7 @@ async fn import_in(
         }
         // Live events, in this transaction (the outbox): one submission_created per new
         // attempt; otherwise submission_updated when anything changed.
-        let mut new_attempts: Vec<i64> = s
-            .history
-            .iter()
-            .map(|v| v.attempt)
-            .filter(|a| !attempts_before.contains(a))
-            .collect();
-        new_attempts.sort_unstable();
+        let new_attempts = new_attempts(&s.history, &attempts_before);
         if !new_attempts.is_empty() {
             for attempt in new_attempts {
                 super::sqlite_webhooks::emit_submission_event(
