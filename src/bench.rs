@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// Assertion lifetime, seconds (must fit the server's max_assertion_lifetime).
     #[arg(long, default_value_t = 240)]
     pub lifetime: i64,
+    /// Where to connect (`host:port`), repeatable: connections are spread over these in turn,
+    /// as a load balancer in front of several instances would, while `--url` stays the public
+    /// URL (the assertions' `aud` and the `Host` header). Default: `--url`'s own host and port.
+    #[arg(long)]
+    pub connect: Vec<String>,
 }
 
 /// The outcome of a run.
@@ -79,6 +84,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         None => host.clone(),
     };
     let path = url.path().to_owned();
+    let targets: Vec<String> = if args.connect.is_empty() {
+        vec![format!("{host}:{port}")]
+    } else {
+        args.connect.clone()
+    };
     let now = system_now();
     let builder = AssertionBuilder::new(&args.sub, &args.url).lifetime(args.lifetime);
     let bodies: Arc<Vec<Bytes>> = Arc::new(
@@ -95,12 +105,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for c in 0..args.concurrency.max(1) {
         let bodies = bodies.clone();
         let next = next.clone();
-        let (host, authority, path) = (host.clone(), authority.clone(), path.clone());
+        let target = targets[c % targets.len()].clone();
+        let (authority, path) = (authority.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let stream = tokio::net::TcpStream::connect(target.as_str()).await?;
             stream.set_nodelay(true)?;
             let io = hyper_util::rt::TokioIo::new(stream);
             let (mut sender, conn) =

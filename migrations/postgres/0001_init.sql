@@ -3,10 +3,13 @@
 -- seed rows and triggers (except `nonces`, see there). Integers are BIGINT (decoded as i64);
 -- keys that are ordered or compared are COLLATE "C" (SQLite's byte order).
 
+-- The account tree's keys are DEFERRABLE INITIALLY IMMEDIATE: checked at each statement, and at
+-- commit inside the import transaction (SET CONSTRAINTS ALL DEFERRED, SQLite's
+-- defer_foreign_keys), where a record may name a parent that comes later in the document.
 CREATE TABLE accounts (
     id                BIGINT  PRIMARY KEY,
     name              TEXT    NOT NULL DEFAULT '',
-    parent_account_id BIGINT  REFERENCES accounts(id),
+    parent_account_id BIGINT  REFERENCES accounts(id) DEFERRABLE INITIALLY IMMEDIATE,
     uuid              TEXT    COLLATE "C" NOT NULL,
     created_at        BIGINT  NOT NULL
 );
@@ -15,7 +18,7 @@ VALUES (1, 'Default Account', substr(encode(sha256(gen_random_uuid()::text::byte
 
 CREATE TABLE courses (
     id         BIGINT  PRIMARY KEY,
-    account_id BIGINT  NOT NULL REFERENCES accounts(id),
+    account_id BIGINT  NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY IMMEDIATE,
     name       TEXT    NOT NULL DEFAULT '',
     created_at BIGINT  NOT NULL
 );

@@ -8,21 +8,6 @@
 -- Ids are given by the writer (SQLite's `INTEGER PRIMARY KEY`); a new originality report takes
 -- MAX(id) + 1 under the store's write lock, as SQLite assigns a rowid.
 
--- The import may name an account's parent before that parent's own record (later in the same
--- document); the check waits for the commit there, so the account tree's foreign key must be
--- deferrable too (whatever 0001 called it).
-DO $$
-DECLARE
-    fk TEXT;
-BEGIN
-    FOR fk IN
-        SELECT conname FROM pg_constraint
-        WHERE conrelid = 'accounts'::regclass AND confrelid = 'accounts'::regclass AND contype = 'f'
-    LOOP
-        EXECUTE format('ALTER TABLE accounts ALTER CONSTRAINT %I DEFERRABLE INITIALLY IMMEDIATE', fk);
-    END LOOP;
-END $$;
-
 ALTER TABLE courses ADD COLUMN lti_id TEXT COLLATE "C";
 ALTER TABLE courses ADD COLUMN workflow_state TEXT NOT NULL DEFAULT 'available'
     CHECK (workflow_state IN ('available', 'completed', 'deleted'));
