@@ -2,21 +2,14 @@
 //! importer, and the automatic subscription of similarity-detection tool proxies.
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite::{SqliteStore, CHAIN_FROM_ACCOUNT, CHAIN_FROM_COURSE};
 use super::webhooks::*;
 use super::StoreError;
-use crate::import::format_time;
-use crate::webhooks::{matches, EventFacts, PLAGIARISM_EVENTS};
-
-const SUBSCRIPTION_COLUMNS: &str = "id, tool_proxy_guid, developer_key_id, root_account_id, context_type, context_id, assignment_id, event_types, system_event_types, user_event_types, format, transport_type, url, associated_integration_id, state, automatic, consecutive_failures, deactivated_reason, created_at, updated_at";
-
-fn list(v: Option<String>) -> Option<Vec<String>> {
-    v.and_then(|s| serde_json::from_str(&s).ok())
-}
+use crate::webhooks::{matches, EventFacts};
 
 fn subscription_row(r: &SqliteRow) -> Subscription {
     Subscription {
@@ -27,9 +20,9 @@ fn subscription_row(r: &SqliteRow) -> Subscription {
         context_type: r.get(4),
         context_id: r.get(5),
         assignment_id: r.get(6),
-        event_types: list(r.get(7)),
-        system_event_types: list(r.get(8)),
-        user_event_types: list(r.get(9)),
+        event_types: parse_list(r.get(7)),
+        system_event_types: parse_list(r.get(8)),
+        user_event_types: parse_list(r.get(9)),
         format: r.get(10),
         transport_type: r.get(11),
         url: r.get(12),
@@ -41,11 +34,6 @@ fn subscription_row(r: &SqliteRow) -> Subscription {
         created_at: r.get(18),
         updated_at: r.get(19),
     }
-}
-
-fn json_list(v: &Option<Vec<String>>) -> Option<String> {
-    v.as_ref()
-        .map(|l| serde_json::to_string(l).expect("strings serialise"))
 }
 
 async fn insert_subscription(
@@ -60,9 +48,9 @@ async fn insert_subscription(
         .bind(&s.context_type)
         .bind(&s.context_id)
         .bind(s.assignment_id)
-        .bind(json_list(&s.event_types))
-        .bind(json_list(&s.system_event_types))
-        .bind(json_list(&s.user_event_types))
+        .bind(list_json(&s.event_types))
+        .bind(list_json(&s.system_event_types))
+        .bind(list_json(&s.user_event_types))
         .bind(&s.format)
         .bind(&s.transport_type)
         .bind(&s.url)
@@ -90,15 +78,6 @@ async fn fail_pending<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
         .execute(db)
         .await?;
     Ok(())
-}
-
-/// `event_time`: RFC 3339 UTC with milliseconds (Canvas's metadata format).
-fn event_time(now: i64) -> String {
-    let t = format_time(now);
-    match t.strip_suffix('Z') {
-        Some(base) => format!("{base}.000Z"),
-        None => t,
-    }
 }
 
 /// The guid of the nearest active tool proxy with these codes installed above a course (Canvas
@@ -129,30 +108,17 @@ async fn associated_integration_id(
     .bind(course_id)
     .fetch_all(&mut **tx)
     .await?;
-    let levels =
-        std::iter::once(("course", course_id)).chain(chain.into_iter().map(|a| ("account", a)));
-    for (kind, id) in levels {
-        let mut here: Vec<(i64, String, bool)> = candidates
-            .iter()
-            .filter(|c| c.get::<String, _>(1) == kind && c.get::<i64, _>(2) == id)
-            .map(|c| {
-                (
-                    c.get::<i64, _>(4),
-                    c.get::<String, _>(0),
-                    c.get::<bool, _>(3),
-                )
-            })
-            .collect();
-        if here.is_empty() {
-            continue;
-        }
-        here.sort_by_key(|b| std::cmp::Reverse(b.0));
-        return Ok(here
-            .into_iter()
-            .find(|(_, _, enabled)| *enabled)
-            .map(|(_, g, _)| g));
-    }
-    Ok(None)
+    let candidates: Vec<IntegrationCandidate> = candidates
+        .iter()
+        .map(|c| IntegrationCandidate {
+            guid: c.get(0),
+            context_type: c.get(1),
+            context_id: c.get(2),
+            enabled: c.get(3),
+            binding_id: c.get(4),
+        })
+        .collect();
+    Ok(nearest_integration(&candidates, course_id, chain))
 }
 
 /// (root account id, its uuid, the course's account id) of a course.
@@ -168,32 +134,6 @@ async fn course_accounts(
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
-}
-
-fn id_str(v: Option<i64>) -> Value {
-    v.map(|i| Value::String(i.to_string()))
-        .unwrap_or(Value::Null)
-}
-
-fn time_or_null(t: Option<i64>) -> Value {
-    t.map(|t| Value::String(format_time(t)))
-        .unwrap_or(Value::Null)
-}
-
-fn truncate(s: Option<String>) -> Value {
-    match s {
-        Some(s) if s.chars().count() > 8192 => Value::String(s.chars().take(8192).collect()),
-        Some(s) => Value::String(s),
-        None => Value::Null,
-    }
-}
-
-struct Written {
-    name: String,
-    root_account_id: i64,
-    assignment_id: i64,
-    associated_integration_id: Option<String>,
-    message: Value,
 }
 
 async fn insert_event(
@@ -213,22 +153,6 @@ async fn insert_event(
         .execute(&mut **tx)
         .await?;
     Ok(id)
-}
-
-fn metadata(name: &str, now: i64, root: &(i64, String, i64), course_id: i64, job: &str) -> Value {
-    json!({
-        "event_name": name,
-        "event_time": event_time(now),
-        "producer": "canvas",
-        "root_account_id": root.0.to_string(),
-        "root_account_uuid": root.1,
-        "root_account_lti_guid": root.1,
-        "context_type": "Course",
-        "context_id": course_id.to_string(),
-        "context_account_id": root.2.to_string(),
-        "job_id": job,
-        "job_tag": "lti2 import",
-    })
 }
 
 /// Writes a submission event (`submission_created`, `submission_updated`,
@@ -277,30 +201,24 @@ pub(super) async fn emit_submission_event(
         Some(v) => (v.get(1), v.get(2), v.get(3), v.get(4), v.get(5)),
         None => (None, None, None, None, s.get(4)),
     };
-    let mut b = json!({
-        "submission_id": submission_id.to_string(),
-        "assignment_id": s.get::<i64, _>(1).to_string(),
-        "user_id": s.get::<i64, _>(2).to_string(),
-        "lti_user_id": s.get::<String, _>(7),
-        "lti_assignment_id": s.get::<String, _>(8),
-        "submitted_at": time_or_null(submitted_at),
-        "graded_at": null,
-        "updated_at": format_time(s.get(6)),
-        "posted_at": null,
-        "score": null,
-        "grade": null,
-        "submission_type": submission_type,
-        "body": truncate(body),
-        "url": url,
-        "attempt": attempt,
-        "late": false,
-        "missing": false,
-        "group_id": id_str(s.get(3)),
-        "workflow_state": state,
-    });
-    if let Some(a) = &aii {
-        b["associated_integration_id"] = Value::String(a.clone());
-    }
+    let b = submission_body(
+        SubmissionFacts {
+            submission_id,
+            assignment_id: s.get(1),
+            user_id: s.get(2),
+            group_id: s.get(3),
+            updated_at: s.get(6),
+            lti_user_id: s.get(7),
+            lti_assignment_id: s.get(8),
+            attempt,
+            submitted_at,
+            submission_type,
+            body,
+            url,
+            workflow_state: state,
+        },
+        aii.as_deref(),
+    );
     let message = json!({"metadata": metadata(name, now, &root, course_id, job), "body": b});
     let id = insert_event(
         tx,
@@ -344,30 +262,22 @@ pub(super) async fn emit_assignment_event(
         (Some(v), Some(p), Some(r)) => associated_integration_id(tx, course_id, &v, &p, &r).await?,
         _ => None,
     };
-    let types: Vec<String> = serde_json::from_str(&a.get::<String, _>(7)).unwrap_or_default();
-    let description: Option<String> = a.get(4);
-    let mut b = json!({
-        "assignment_id": assignment_id.to_string(),
-        "context_id": course_id.to_string(),
-        "context_type": "Course",
-        "context_uuid": a.get::<Option<String>, _>(13),
-        "assignment_group_id": null,
-        "title": truncate(a.get(3)),
-        "description": truncate(description.clone()),
-        "lti_assignment_description": truncate(description),
-        "due_at": time_or_null(a.get(5)),
-        "unlock_at": null,
-        "lock_at": null,
-        "updated_at": format_time(a.get(9)),
-        "points_possible": a.get::<Option<f64>, _>(6),
-        "workflow_state": a.get::<String, _>(8),
-        "submission_types": types.join(","),
-        "lti_assignment_id": a.get::<String, _>(2),
-        "lti_resource_link_id": null,
-    });
-    if let Some(x) = &aii {
-        b["associated_integration_id"] = Value::String(x.clone());
-    }
+    let b = assignment_body(
+        AssignmentFacts {
+            assignment_id,
+            course_id,
+            course_lti_id: a.get(13),
+            name: a.get(3),
+            description: a.get(4),
+            due_at: a.get(5),
+            updated_at: a.get(9),
+            points_possible: a.get(6),
+            workflow_state: a.get(8),
+            submission_types: a.get(7),
+            lti_assignment_id: a.get(2),
+        },
+        aii.as_deref(),
+    );
     let message = json!({"metadata": metadata(name, now, &root, course_id, job), "body": b});
     insert_event(
         tx,
@@ -382,31 +292,6 @@ pub(super) async fn emit_assignment_event(
     )
     .await?;
     Ok(())
-}
-
-/// The endpoint of the tool's `vnd.Canvas.SubmissionEvent` service (POST) in its ToolProxy
-/// document (Canvas `PlagiarismSubscriptionsHelper#submission_event_endpoint`).
-fn submission_event_endpoint(raw_data: &str) -> Option<String> {
-    let doc: Value = serde_json::from_str(raw_data).ok()?;
-    doc.get("tool_profile")?
-        .get("service_offered")?
-        .as_array()?
-        .iter()
-        .find(|s| {
-            s.get("@id")
-                .and_then(Value::as_str)
-                .is_some_and(|id| id.contains("vnd.Canvas.SubmissionEvent"))
-                && s.get("action").is_some_and(|a| match a {
-                    Value::String(x) => x.eq_ignore_ascii_case("POST"),
-                    Value::Array(xs) => xs
-                        .iter()
-                        .any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case("POST"))),
-                    _ => false,
-                })
-        })?
-        .get("endpoint")?
-        .as_str()
-        .map(str::to_owned)
 }
 
 /// Keeps a tool proxy's automatic subscription in step with its state (Canvas
@@ -425,12 +310,7 @@ pub(super) async fn sync_auto_subscription(
     else {
         return Ok(());
     };
-    let state: String = tp.get(0);
-    let caps: Vec<String> = serde_json::from_str(&tp.get::<String, _>(1)).unwrap_or_default();
-    let wants = state == "active"
-        && caps
-            .iter()
-            .any(|c| c == "Canvas.placements.similarityDetection");
+    let wants = wants_automatic_subscription(&tp.get::<String, _>(0), &tp.get::<String, _>(1));
     if !wants {
         let gone: Vec<String> = sqlx::query_scalar("UPDATE subscriptions SET state = 'Deleted', updated_at = ? WHERE tool_proxy_guid = ? AND automatic = 1 AND state <> 'Deleted' RETURNING id")
             .bind(now)
@@ -491,31 +371,9 @@ pub(super) async fn sync_auto_subscription(
     let Some((root_id, root_uuid)) = root else {
         return Ok(());
     };
-    let events: Vec<String> = PLAGIARISM_EVENTS.iter().map(|s| s.to_string()).collect();
     insert_subscription(
         tx,
-        &Subscription {
-            id: uuid::Uuid::new_v4().to_string(),
-            tool_proxy_guid: guid.to_owned(),
-            developer_key_id: tp.get(3),
-            root_account_id: root_id,
-            context_type: "root_account".into(),
-            context_id: root_uuid,
-            assignment_id: None,
-            event_types: None,
-            system_event_types: Some(events.clone()),
-            user_event_types: Some(events),
-            format: "live-event".into(),
-            transport_type: "https".into(),
-            url,
-            associated_integration_id: Some(guid.to_owned()),
-            state: "Active".into(),
-            automatic: true,
-            consecutive_failures: 0,
-            deactivated_reason: None,
-            created_at: now,
-            updated_at: now,
-        },
+        &automatic_subscription(guid, tp.get(3), root_id, root_uuid, url, now),
     )
     .await?;
     tracing::info!(guid, "automatic plagiarism subscription created");
@@ -537,9 +395,9 @@ impl WebhookStore for SqliteStore {
             .bind(&s.context_type)
             .bind(&s.context_id)
             .bind(s.assignment_id)
-            .bind(json_list(&s.event_types))
-            .bind(json_list(&s.system_event_types))
-            .bind(json_list(&s.user_event_types))
+            .bind(list_json(&s.event_types))
+            .bind(list_json(&s.system_event_types))
+            .bind(list_json(&s.user_event_types))
             .bind(&s.format)
             .bind(&s.transport_type)
             .bind(&s.url)
@@ -685,16 +543,7 @@ impl WebhookStore for SqliteStore {
         else {
             return Err(StoreError::NotFound(format!("delivery {id}")));
         };
-        let (state, status, error, next): (&str, Option<u16>, Option<&str>, Option<i64>) =
-            match outcome {
-                DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
-                DeliveryOutcome::Retry {
-                    status,
-                    error,
-                    next_attempt_at,
-                } => ("pending", *status, Some(error), Some(*next_attempt_at)),
-                DeliveryOutcome::Failed { status, error } => ("failed", *status, Some(error), None),
-            };
+        let (state, status, error, next) = outcome_columns(outcome);
         sqlx::query("UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ? WHERE id = ?")
             .bind(state)
             .bind(status.map(i64::from))
@@ -718,7 +567,7 @@ impl WebhookStore for SqliteStore {
                     .await?;
                 if failures >= deactivate_after {
                     sqlx::query("UPDATE subscriptions SET state = 'Deactivated', deactivated_reason = ?, updated_at = ? WHERE id = ? AND state = 'Active'")
-                        .bind(format!("{failures} deliveries in a row failed; the last: {}", error.unwrap_or("")))
+                        .bind(deactivation_reason(failures, error))
                         .bind(now)
                         .bind(&sub)
                         .execute(&mut *tx)
