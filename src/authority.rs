@@ -17,8 +17,8 @@ use crate::access_token::{KeyRing, MintRequest, SigningKey};
 use crate::assertion::{self, AssertionError, AssertionPolicy, Subject};
 use crate::bearer::{contract_allows, Authenticated, GateError, Identity, Requirement};
 use crate::clock::SharedClock;
-use crate::secrets::{random_bytes, Secret};
 use crate::metrics::Metrics;
+use crate::secrets::{random_bytes, Secret};
 use crate::store::{
     ContextRef, DeveloperKeyRecord, NonceStore, Store, StoreError, ToolProxyRecord,
 };

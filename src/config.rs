@@ -283,13 +283,15 @@ impl Settings {
             ));
         }
         if pool.acquire_timeout_ms == 0 {
-            return Err(ConfigError(
-                "db_acquire_timeout_ms must be positive".into(),
-            ));
+            return Err(ConfigError("db_acquire_timeout_ms must be positive".into()));
         }
         let redis_url = o.redis_url.or(file.redis_url).filter(|u| !u.is_empty());
         if let Some(u) = &redis_url {
-            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://")
+                || u.starts_with("unix://"))
+            {
                 return Err(ConfigError(format!(
                     "redis_url: '{u}' must start with redis://"
                 )));

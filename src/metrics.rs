@@ -179,7 +179,11 @@ impl Metrics {
     }
 
     /// Sets the webhook gauges from database counts.
-    pub fn set_webhook_counts(&self, deliveries: &[(String, i64)], subscriptions: &[(String, i64)]) {
+    pub fn set_webhook_counts(
+        &self,
+        deliveries: &[(String, i64)],
+        subscriptions: &[(String, i64)],
+    ) {
         for outcome in ["pending", "delivered", "failed"] {
             let n = count_of(deliveries, outcome);
             self.deliveries

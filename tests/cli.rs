@@ -205,7 +205,11 @@ async fn admin_commands_work_on_the_live_database() {
             .args(["--data-only", &app.database_url()])
             .output()
             .expect("pg_dump runs");
-        assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+        assert!(
+            dump.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
         raw = dump.stdout;
         assert!(!raw.is_empty());
     }

@@ -133,7 +133,10 @@ async fn kill_9_under_load_loses_no_claimed_jti_and_no_acknowledged_write() {
         }
     }
     for (status, body) in &replays {
-        assert_eq!(*status, 400, "a jti claimed before the kill is refused: {body}");
+        assert_eq!(
+            *status, 400,
+            "a jti claimed before the kill is refused: {body}"
+        );
         assert_eq!(body["error"], "invalid_grant", "{body}");
     }
     // Control: a new assertion still works.

@@ -51,7 +51,11 @@ async fn two_instances_on_one_postgres() {
     let mut tasks = Vec::new();
     for i in 0..32 {
         let (http, assertion) = (http.clone(), assertion.clone());
-        let addr = if i % 2 == 0 { a.addr.clone() } else { b.addr.clone() };
+        let addr = if i % 2 == 0 {
+            a.addr.clone()
+        } else {
+            b.addr.clone()
+        };
         tasks.push(tokio::spawn(async move {
             process::exchange(&http, &addr, COURSE_AUTHORIZE, &assertion).await
         }));

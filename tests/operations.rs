@@ -57,9 +57,15 @@ fn assert_unavailable(what: &str, r: &Reply) {
 async fn health_ready_and_metrics() {
     let app = spawn_with(|_| {}).await;
     let health = get(&app, "/health").await;
-    assert_eq!((health.status, &health.json), (200, &json!({"status": "ok"})));
+    assert_eq!(
+        (health.status, &health.json),
+        (200, &json!({"status": "ok"}))
+    );
     let ready = get(&app, "/ready").await;
-    assert_eq!((ready.status, &ready.json), (200, &json!({"status": "ready"})));
+    assert_eq!(
+        (ready.status, &ready.json),
+        (200, &json!({"status": "ready"}))
+    );
 
     let a = assertion(&app, "m-1");
     assert_eq!(app.exchange(PATH, &a).await.status, 200);
@@ -102,7 +108,10 @@ async fn health_ready_and_metrics() {
         .filter(|l| l.starts_with("lti2_assertions_rejected_total{reason="))
         .filter(|l| !l.contains("\"replay\""))
         .count();
-    assert_eq!(other_reasons, 1, "the malformed assertion is counted by its reason:\n{text}");
+    assert_eq!(
+        other_reasons, 1,
+        "the malformed assertion is counted by its reason:\n{text}"
+    );
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
@@ -137,7 +146,10 @@ async fn unreachable_redis_fails_closed() {
     let ready = get(&app, "/ready").await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert!(
-        ready.json["error"].as_str().unwrap().contains("nonce store"),
+        ready.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("nonce store"),
         "{}",
         ready.text
     );
@@ -162,7 +174,10 @@ async fn a_database_outage_is_a_503_and_changes_nothing() {
     let admin = common::postgres_admin_url();
     let a = assertion(&app, "db-down");
 
-    common::psql(&admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    common::psql(
+        &admin,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+    );
     common::psql(
         &admin,
         &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"),
@@ -175,7 +190,10 @@ async fn a_database_outage_is_a_503_and_changes_nothing() {
     assert!(ready.json["error"].as_str().unwrap().contains("database"));
 
     // Back up: the refused assertion was not recorded, so it works now, once.
-    common::psql(&admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    common::psql(
+        &admin,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    );
     assert_eq!(get(&app, "/ready").await.status, 200);
     let ok = app.exchange(PATH, &a).await;
     assert_eq!(ok.status, 200, "{}", ok.text);

@@ -33,8 +33,9 @@ use crate::config::Settings;
 use crate::import::FileStore;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
-use crate::store::sqlite::SqliteStore;
+use crate::store::postgres::PgStore;
 use crate::store::redis_nonces::RedisNonces;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{NonceStore, Store};
 
 pub mod admin;
@@ -355,9 +356,15 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         let store = SqliteStore::open(url, master, settings.sqlite_durability).await?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("PostgreSQL is not supported yet; use a sqlite:// database URL")
+        let store = PgStore::open(url, master, settings.pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} : {e}", redact_url(url)))?;
+        Ok(Arc::new(store))
     } else {
-        anyhow::bail!("database_url '{url}' must start with sqlite:")
+        anyhow::bail!(
+            "database_url '{}' must start with sqlite: or postgres:",
+            redact_url(url)
+        )
     }
 }
 

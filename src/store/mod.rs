@@ -16,9 +16,9 @@ pub use webhooks::WebhookStore;
 
 pub mod lms;
 pub mod postgres;
-pub mod redis_nonces;
 mod postgres_lms;
 mod postgres_webhooks;
+pub mod redis_nonces;
 pub mod sqlite;
 mod sqlite_lms;
 mod sqlite_webhooks;

@@ -2,7 +2,7 @@
 //!
 //! Every instance connects to the same database; nothing that decides an outcome is held in
 //! one process's memory. Write transactions that read before they write take one
-//! transaction-scoped advisory lock ([`PgStore::begin_write`]), which gives them the same
+//! transaction-scoped advisory lock (`PgStore::begin_write`), which gives them the same
 //! one-writer-at-a-time order the SQLite store has, across every instance.
 //!
 //! Nonces: a claim is `INSERT … ON CONFLICT (key) DO NOTHING` on the `nonces` primary key, a
@@ -124,17 +124,6 @@ impl PgStore {
                 tx
             })
             .await
-    }
-
-    /// The change epoch (see [`Store::change_epoch`]): bumped by triggers whenever accounts,
-    /// courses, developer keys, tool proxies or signing keys change, by any instance.
-    #[allow(dead_code)] // called by `impl Store for PgStore`, which is wired in with the LMS part
-    pub(super) async fn epoch(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT epoch FROM change_epoch WHERE id = 1")
-                .fetch_one(self.pool())
-                .await?,
-        )
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -951,4 +940,17 @@ async fn insert_batch(pool: &PgPool, batch: &[Claim]) -> Result<HashSet<[u8; 16]
     .fetch_all(pool)
     .await?;
     Ok(inserted.into_iter().collect())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    /// Bumped by triggers whenever accounts, courses, developer keys, tool proxies or signing
+    /// keys change, by any instance.
+    async fn change_epoch(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM change_epoch WHERE id = 1")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
 }

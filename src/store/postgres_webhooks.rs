@@ -21,11 +21,11 @@ use super::webhooks::*;
 use super::StoreError;
 use crate::webhooks::{matches, EventFacts, IN_FLIGHT, PER_SUBSCRIPTION};
 
-/// How long a delivery handed to a worker stays claimed, in seconds: longer than an attempt
-/// can take (the 15 s HTTP timeout plus name resolution and the store calls around it). A
-/// claim ends when the attempt is recorded; if the worker's process dies first, the delivery
-/// becomes due again (for any instance) when the lease has passed.
-pub(super) const CLAIM_LEASE: i64 = 300;
+/// How long a delivery handed to a worker stays claimed, in seconds: three times the longest
+/// attempt (the 15 s HTTP timeout, which covers name resolution and the request). A claim ends
+/// when the attempt is recorded; if the worker's process dies first, the delivery becomes due
+/// again (for any instance) when the lease has passed, so a crash delays it by at most this.
+pub(super) const CLAIM_LEASE: i64 = 45;
 
 fn subscription_row(r: &PgRow) -> Subscription {
     Subscription {
@@ -251,10 +251,6 @@ pub(super) async fn emit_submission_event(
 
 /// Writes `assignment_created` or `assignment_updated` in the caller's transaction (nothing
 /// when the assignment or its course's account chain does not exist).
-#[allow(
-    dead_code,
-    reason = "called by the PostgreSQL LMS import and tool proxy state changes (other branches); drop at merge"
-)]
 pub(super) async fn emit_assignment_event(
     tx: &mut Transaction<'_, Postgres>,
     name: &str,
@@ -319,10 +315,6 @@ pub(super) async fn emit_assignment_event(
 /// its pending deliveries failed) when it is not. The caller's transaction should come from
 /// `PgStore::begin_write` (the check for an existing subscription and the insert must not
 /// interleave with another instance's).
-#[allow(
-    dead_code,
-    reason = "called by the PostgreSQL LMS import and tool proxy state changes (other branches); drop at merge"
-)]
 pub(super) async fn sync_auto_subscription(
     tx: &mut Transaction<'_, Postgres>,
     guid: &str,

@@ -36,8 +36,8 @@ impl RedisNonces {
     /// after failures), so an unreachable server makes claims fail instead of stopping
     /// the service from starting. Errors: the URL does not parse.
     pub fn new(url: &str, clock: SharedClock) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Invalid(format!("redis url: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Invalid(format!("redis url: {e}")))?;
         Ok(Self {
             client,
             conn: OnceCell::new(),

@@ -96,10 +96,18 @@ pub fn fresh_postgres_database() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let admin = postgres_admin_url();
     CLEANED.call_once(|| {
-        for name in psql(&admin, "SELECT datname FROM pg_database WHERE datname LIKE 'lti2_t_%'").lines() {
+        for name in psql(
+            &admin,
+            "SELECT datname FROM pg_database WHERE datname LIKE 'lti2_t_%'",
+        )
+        .lines()
+        {
             let pid = name.split('_').nth(2).unwrap_or("");
             if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                psql(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                );
             }
         }
     });
@@ -163,7 +171,7 @@ pub async fn register_tool(
             reg_password: Secret::new(b"reg-password-0123456789abcdef0123".to_vec()),
             context: bind,
             tool_url: None,
-            now: now,
+            now,
             expires_at: now + 3600,
         })
         .await
@@ -206,7 +214,7 @@ pub async fn register_tool(
                 }],
                 raw_data: raw_data.into(),
             },
-            now: now,
+            now,
         })
         .await
         .unwrap();
