@@ -30,6 +30,17 @@ for _ in $(seq 1 50); do
   as_postgres psql -qAtc "SELECT 1" >/dev/null 2>&1 && break
   sleep 0.2
 done
+# The test suite runs many servers at once, each with its own pool: allow more connections
+# than the default 100 (takes effect at the restart below).
+if [ "$(as_postgres psql -qAtc "SHOW max_connections")" -lt 400 ]; then
+  as_postgres psql -qc "ALTER SYSTEM SET max_connections = 400" >/dev/null
+  # shellcheck disable=SC2086
+  $SUDO pg_ctlcluster $CLUSTER restart
+  for _ in $(seq 1 50); do
+    as_postgres psql -qAtc "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
 if [ "$(as_postgres psql -qAtc "SELECT 1 FROM pg_roles WHERE rolname = 'lti2'")" != "1" ]; then
   as_postgres psql -qc "CREATE ROLE lti2 LOGIN PASSWORD 'lti2' CREATEDB"
 fi
