@@ -64,7 +64,7 @@ pub enum AssertionError {
     #[error("the following claims are missing: {}", .0.join(", "))]
     MissingClaims(Vec<&'static str>),
     /// `sub` is neither a string nor a non-negative integer.
-    #[error("the 'sub' must be a string or an integer")]
+    #[error("the 'sub' must be a string (without NUL characters) or an integer")]
     BadSub,
     /// No usable credential for `sub`, or the signature does not match it. One message for
     /// both, so neither can be told from the other.
@@ -185,7 +185,8 @@ pub fn parse<'a>(
     let jws = jose::parse(raw, &policy.allowed_algs)?;
     let sub = match jws.claims.get("sub") {
         None => return Err(AssertionError::MissingClaims(missing_claims(&jws.claims))),
-        Some(Value::String(s)) if !s.is_empty() => Subject::Str(s.clone()),
+        // A NUL cannot name a credential (and PostgreSQL text cannot hold one).
+        Some(Value::String(s)) if !s.is_empty() && !s.contains('\0') => Subject::Str(s.clone()),
         Some(Value::Number(n)) => Subject::Int(n.as_u64().ok_or(AssertionError::BadSub)?),
         Some(_) => return Err(AssertionError::BadSub),
     };

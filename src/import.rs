@@ -387,6 +387,7 @@ pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 pub fn parse(bytes: &[u8]) -> Result<ImportDoc, ImportError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ImportError::at("$", format!("not JSON: {e}")))?;
+    no_nul("", &value)?;
     records_are_objects(&value)?;
     let doc: ImportDoc = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -395,6 +396,40 @@ pub fn parse(bytes: &[u8]) -> Result<ImportDoc, ImportError> {
     })?;
     check(&doc)?;
     Ok(doc)
+}
+
+/// No text of the document may hold a NUL character (PostgreSQL text cannot store one; the
+/// HTTP routes refuse it for the same reason): the error names the first such field.
+fn no_nul(path: &str, v: &serde_json::Value) -> Result<(), ImportError> {
+    let here = || {
+        if path.is_empty() {
+            "$".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Err(ImportError::at(
+            here(),
+            "must not contain a NUL character (\\u0000)",
+        )),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| no_nul(&format!("{path}[{i}]"), item)),
+        serde_json::Value::Object(m) => m.iter().try_for_each(|(k, item)| {
+            if k.contains('\0') {
+                return Err(ImportError::at(here(), "a key contains a NUL character"));
+            }
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            no_nul(&p, item)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// serde would read a record written as a JSON array positionally; every record must be an

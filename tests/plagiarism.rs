@@ -1220,3 +1220,83 @@ async fn the_admin_http_api() {
     let r = post(Some(TOKEN), "not json".into()).await;
     assert_eq!(r.status, 400);
 }
+
+/// Text with a NUL character (`\u0000` in JSON, `%00` in a URL) wherever a tool or the
+/// administrator can send text: refused with the route's own 4xx error, nothing written, on
+/// both backends (PostgreSQL cannot store NUL in text; SQLite could, but the answer must not
+/// depend on the backend).
+#[tokio::test]
+async fn nul_characters_in_text_are_refused_everywhere() {
+    let lms = lms().await;
+    let create = "/api/lti/assignments/7/submissions/20/originality_report";
+    for (what, body) in [
+        (
+            "error_message",
+            json!({"originality_report": {"file_id": 31, "workflow_state": "error", "error_message": "bad\u{0}byte"}}),
+        ),
+        (
+            "originality_report_url",
+            json!({"originality_report": {"file_id": 31, "originality_score": 5, "originality_report_url": "https://tool.example/\u{0}"}}),
+        ),
+        (
+            "tool_setting resource_url",
+            json!({"originality_report": {"file_id": 31, "originality_score": 5, "tool_setting": {"resource_type_code": "x\u{0}", "resource_url": "https://t.example/\u{0}"}}}),
+        ),
+    ] {
+        let r = lms.post(create, body).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{what}: a 4xx, not {}: {}",
+            r.status,
+            r.text
+        );
+    }
+    // Nothing was written: the file has no report yet.
+    let r = lms
+        .get("/api/lti/assignments/7/files/31/originality_report")
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // Ids in paths.
+    for path in [
+        "/api/lti/users/user-lti%0012",
+        "/api/lti/tool_proxy/tool%001",
+        "/api/lti/subscriptions/a%00b",
+    ] {
+        let r = lms.get(path).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{path}: a 4xx, not {}: {}",
+            r.status,
+            r.text
+        );
+    }
+
+    // A subscription whose fields carry NUL.
+    let r = lms
+        .post(
+            "/api/lti/subscriptions",
+            json!({"subscription": {"ContextType": "root_account", "ContextId": "x\u{0}", "EventTypes": ["submission_created"], "Format": "live-event", "TransportType": "https", "TransportMetadata": {"Url": "https://hooks.example/\u{0}"}}}),
+        )
+        .await;
+    assert!(
+        (400..500).contains(&r.status),
+        "subscription: {}: {}",
+        r.status,
+        r.text
+    );
+
+    // The admin import names the field.
+    let docs = tempfile::tempdir().unwrap();
+    let path = docs.path().join("nul.json");
+    std::fs::write(
+        &path,
+        json!({"users": [{"id": 77, "lti_id": "u77", "name": "Ann\u{0}"}]}).to_string(),
+    )
+    .unwrap();
+    let err = lms
+        .app
+        .admin(&["import", path.to_str().unwrap()])
+        .unwrap_err();
+    assert!(err.contains("users[0].name"), "{err}");
+}

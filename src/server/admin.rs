@@ -48,6 +48,7 @@ pub async fn import(State(s): State<AppState>, req: Request) -> Response {
     let bytes = match super::read_body(&parts.headers, body, MAX_IMPORT_BYTES).await {
         Ok(b) => b,
         Err(super::BodyError::TimedOut) => return super::body_timeout_response(),
+        Err(super::BodyError::Nul) => return super::nul_response(),
         Err(super::BodyError::TooLarge) => {
             return no_store(
                 (

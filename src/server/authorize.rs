@@ -96,6 +96,10 @@ async fn exchange(
                 description: "the request body did not arrive in time".into(),
                 reason: "body_timeout",
             },
+            super::BodyError::Nul => OAuthError {
+                reason: "nul_character",
+                ..OAuthError::invalid_request(super::NUL_MESSAGE)
+            },
         })?;
     let mut params = query_params(parts.uri.query());
     params.extend(body_params(&parts.headers, bytes).await?);

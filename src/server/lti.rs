@@ -201,6 +201,7 @@ async fn read_body(
         .map_err(|e| match e {
             super::BodyError::TooLarge => too_large(),
             super::BodyError::TimedOut => super::body_timeout_response(),
+            super::BodyError::Nul => super::nul_response(),
         })
 }
 

@@ -147,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(RequestContextLayer {
             metrics: state.authority.metrics().clone(),
         })
@@ -482,12 +483,15 @@ pub enum BodyError {
     TooLarge,
     /// Not sent within [`BODY_READ_TIMEOUT`] (408).
     TimedOut,
+    /// Carries a NUL character (400): see [`params::carries_nul`].
+    Nul,
 }
 
 /// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]: a declared
 /// `Content-Length` over the limit is refused before anything is read. A body that is already
 /// buffered (the usual small request) is taken without arming a timer, so the hot path pays
-/// nothing for the timeout.
+/// nothing for the timeout. A body that carries a NUL character in any encoding is refused
+/// ([`BodyError::Nul`]), so no field of any route can hold one.
 pub async fn read_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
@@ -509,7 +513,49 @@ pub async fn read_body(
             .await
             .map_err(|_| BodyError::TimedOut)?,
     };
-    done.map_err(|_| BodyError::TooLarge)
+    let bytes = done.map_err(|_| BodyError::TooLarge)?;
+    if params::carries_nul(&bytes) {
+        return Err(BodyError::Nul);
+    }
+    Ok(bytes)
+}
+
+/// What a NUL character is refused with, in words.
+pub const NUL_MESSAGE: &str =
+    "the request carries a NUL character (\\u0000 or %00), which no field may hold";
+
+/// 400 `{"errors":[{"message":…}]}` for a request that carries a NUL character.
+pub fn nul_response() -> Response {
+    no_store(
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"errors": [{"message": NUL_MESSAGE}]})),
+        )
+            .into_response(),
+    )
+}
+
+/// Refuses a request whose path or query string carries a NUL character (`%00`): the path with
+/// Canvas's 404 (no resource has such a name), the query with a 400 (RFC 6749 §5.2
+/// `invalid_request` on the authorize routes).
+async fn refuse_nul(req: Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri();
+    if params::carries_nul(uri.path().as_bytes()) {
+        return not_found_response();
+    }
+    if uri
+        .query()
+        .is_some_and(|q| params::carries_nul(q.as_bytes()))
+    {
+        if uri.path().ends_with("/authorize") {
+            return authorize::error_response(&crate::authority::OAuthError {
+                reason: "nul_character",
+                ..crate::authority::OAuthError::invalid_request(NUL_MESSAGE)
+            });
+        }
+        return nul_response();
+    }
+    next.run(req).await
 }
 
 /// 408 `{"errors":[{"message":…}]}` for a body that did not arrive in time.

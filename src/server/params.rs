@@ -9,6 +9,29 @@ use serde_json::Value;
 use crate::authority::OAuthError;
 use crate::jose::parse_object;
 
+/// Whether request bytes (a body, a path or a query string) carry a NUL character in any of the
+/// forms the service decodes: a raw 0x00 byte, `%00` (URL and form encoding, where a literal
+/// `%00` is written `%2500`), or the JSON escape `\u0000` (not when its backslash is itself
+/// escaped, as in `\\u0000`). No field may hold NUL: PostgreSQL text cannot store it, and
+/// refusing it on both backends keeps the answer independent of the store.
+pub fn carries_nul(bytes: &[u8]) -> bool {
+    if bytes.contains(&0) || bytes.windows(3).any(|w| w == b"%00") {
+        return true;
+    }
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if b == b'u' && backslashes % 2 == 1 && bytes[i + 1..].starts_with(b"0000") {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
+
 /// The most parameters read from one request.
 const MAX_PARAMS: usize = 64;
 
@@ -108,4 +131,36 @@ fn json(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::carries_nul;
+
+    #[test]
+    fn every_encoding_of_nul_is_found() {
+        for bytes in [
+            &b"a\x00b"[..],
+            b"name=a%00b",
+            br#"{"a":"x\u0000y"}"#,
+            br#"{"a":"\\\u0000"}"#,
+            br#"{"a":"\u00001"}"#,
+            b"%00",
+        ] {
+            assert!(carries_nul(bytes), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_not_nul() {
+        for bytes in [
+            &b"name=a%2500b"[..],
+            br#"{"a":"x\\u0000y"}"#,
+            br#"{"a":"\u0001"}"#,
+            b"plain text 100%0",
+            b"",
+        ] {
+            assert!(!carries_nul(bytes), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
 }

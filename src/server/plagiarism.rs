@@ -133,6 +133,9 @@ async fn read_report_body(parts: &Parts, body: Body) -> Step<(Value, Vec<(String
             if e == super::BodyError::TimedOut {
                 return super::body_timeout_response();
             }
+            if e == super::BodyError::Nul {
+                return super::nul_response();
+            }
             no_store(
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -115,6 +115,9 @@ async fn read_subscription(
             if e == super::BodyError::TimedOut {
                 return super::body_timeout_response();
             }
+            if e == super::BodyError::Nul {
+                return super::nul_response();
+            }
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "Invalid subscription", "message": "the body is too large"}),
