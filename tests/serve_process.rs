@@ -145,3 +145,55 @@ fn logs_hold_no_secrets_and_sigterm_stops_cleanly() {
         assert!(!log.contains(needle), "the log contains the {what}:\n{log}");
     }
 }
+
+/// SIGTERM while a request is in flight (its body half sent): the server stops taking new
+/// work but answers that request in full, then exits 0. The test waits for the server's own
+/// log lines ("request started", "shutting down"), never for a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight() {
+    use common::process::{self, Server};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::database_url(dir.path());
+    let data = dir.path().display().to_string();
+    let guid = "tp-graceful";
+    let secret = common::tool_secret(guid);
+    process::admin(
+        &db,
+        &data,
+        &["tool-proxy", "create", "--guid", guid, "--secret", &secret],
+    );
+    let mut server = Server::start(&db, &data, &[]);
+    let path = "/api/lti/accounts/1/authorize";
+    let body = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
+        process::assertion(guid, path)
+    );
+    let addr = server.addr.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        process::PUBLIC_HOST,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..20]).await.unwrap();
+    server.wait_for_log("request started");
+
+    server.send_sigterm();
+    server.wait_for_log("shutting down");
+    conn.write_all(&body.as_bytes()[20..]).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the request in flight is answered in full: {answer}"
+    );
+    assert!(answer.contains("access_token"), "{answer}");
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exits 0 after a graceful shutdown: {status}"
+    );
+}

@@ -224,7 +224,10 @@ where
             route = &*route,
             request_id = id.to_str().unwrap_or(""),
         );
-        let fut = span.in_scope(|| self.inner.call(req));
+        let fut = span.in_scope(|| {
+            tracing::debug!("request started");
+            self.inner.call(req)
+        });
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
@@ -359,7 +362,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = PgStore::open(url, master, settings.pool)
             .await
-            .map_err(|e| anyhow::anyhow!("{} : {e}", redact_url(url)))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", redact_url(url)))?;
         Ok(Arc::new(store))
     } else {
         anyhow::bail!(

@@ -98,6 +98,15 @@ impl PgStore {
         pool: PoolSettings,
     ) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+        // One connection first, so that a refused connection, a wrong password or a missing
+        // database is reported as such (the pool would only say that it timed out).
+        let first = tokio::time::timeout(
+            Duration::from_millis(pool.acquire_timeout_ms.max(1)),
+            opts.connect(),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("no answer from the database server".into()))??;
+        sqlx::Connection::close(first).await?;
         let pool = PgPoolOptions::new()
             .max_connections(pool.max_connections.max(1))
             .min_connections(pool.min_connections.min(pool.max_connections.max(1)))

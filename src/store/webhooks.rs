@@ -151,7 +151,13 @@ pub trait WebhookStore: Send + Sync {
     /// Turns undispatched events into deliveries, one per matching active subscription, and
     /// marks them dispatched (one transaction). Returns how many deliveries were created.
     async fn dispatch_events(&self, now: i64) -> Result<usize, StoreError>;
-    /// Pending deliveries of active subscriptions due at `now`, oldest first, skipping `busy`.
+    /// Pending deliveries of active subscriptions due at `now`, oldest first, skipping `busy`
+    /// (this worker's deliveries in flight). The caller attempts every delivery returned.
+    /// SQLite (one server): nothing else is marked. PostgreSQL (several instances): the
+    /// deliveries returned are claimed for a lease (45 s) so no other instance's worker gets
+    /// them until [`WebhookStore::record_delivery`] records the attempt, and only as many are
+    /// returned as the worker's limits (`webhooks::PER_SUBSCRIPTION` per subscription,
+    /// `webhooks::IN_FLIGHT` in all, counting `busy`) let it start.
     async fn due_deliveries(
         &self,
         now: i64,

@@ -36,6 +36,8 @@ pub struct Server {
     pub db: String,
     /// Its data directory.
     pub data: String,
+    /// Its log lines (JSON), after the "serving" line.
+    pub log: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -60,13 +62,14 @@ impl Server {
             .args(extra)
             .env("LTI2_LISTEN", "127.0.0.1:0")
             .env("LTI2_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,lti2::server=debug")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .expect("lti2 serve starts");
         let (tx, rx) = mpsc::channel::<String>();
         let stderr = child.stderr.take().expect("stderr");
+        let (log_tx, log) = mpsc::channel::<String>();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -74,6 +77,8 @@ impl Server {
                     let v: Value = serde_json::from_str(&line).expect("a JSON log line");
                     let _ = tx.send(v["fields"]["addr"].as_str().expect("addr").to_owned());
                     sent = true;
+                } else if sent {
+                    let _ = log_tx.send(line);
                 }
             }
         });
@@ -85,7 +90,30 @@ impl Server {
             addr: format!("http://{addr}"),
             db: db.into(),
             data: data.into(),
+            log,
         }
+    }
+
+    /// Waits (up to 60 s) for a log line containing `text`; returns it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("the server logs '{text}'"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
     }
 
     /// SIGKILL, then waits for the process to be gone.
@@ -96,12 +124,7 @@ impl Server {
 
     /// SIGTERM (graceful shutdown), then waits for the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
+        self.send_sigterm();
         self.child.wait().expect("the server exits")
     }
 }
