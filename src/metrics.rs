@@ -6,7 +6,7 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `lti2_http_requests_total` | counter | `route` (the matched route template, or `unmatched`), `method`, `status` |
+//! | `lti2_http_requests_total` | counter | `route` (the matched route template, or `unmatched`), `method` (RFC 9110's, else `other`), `status` |
 //! | `lti2_access_tokens_issued_total` | counter | `credential` (`tool_proxy`, `developer_key`, `registration`) |
 //! | `lti2_assertions_rejected_total` | counter | `reason` (the token endpoint's reason code, e.g. `replay`, `bad_signature`) |
 //! | `lti2_nonce_store_duration_seconds` | histogram | (none): time to claim a `jti` |
@@ -15,7 +15,10 @@
 //! | `lti2_webhook_deliveries` | gauge | `outcome` (`pending`, `delivered`, `failed`) |
 //! | `lti2_webhook_subscriptions` | gauge | `state` (`Active`, `Deactivated`, `Deleted`) |
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::http::Method;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,8 +32,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: Arc<String>,
+    method: &'static str,
     status: u16,
 }
 
@@ -57,6 +60,9 @@ struct StateLabels {
 /// The metrics of one server process.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Route labels, shared so that counting a request allocates nothing. Bounded: the keys
+    /// are route templates (and `unmatched`), never raw paths.
+    routes: RwLock<HashMap<String, Arc<String>>>,
     requests: Family<RequestLabels, Counter>,
     tokens: Family<CredentialLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
@@ -131,6 +137,7 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(r),
+            routes: RwLock::default(),
             requests,
             tokens,
             rejected,
@@ -142,15 +149,30 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub fn request(&self, route: &str, method: &str, status: u16) {
+    /// Counts one answered request. `route` must be a route template (axum's `MatchedPath`) or
+    /// `unmatched`, so that the number of series stays bounded; methods outside RFC 9110's
+    /// are counted as `other` for the same reason.
+    pub fn request(&self, route: &str, method: &Method, status: u16) {
+        let route = self.route_label(route);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
+                route,
+                method: method_label(method),
                 status,
             })
             .inc();
+    }
+
+    fn route_label(&self, route: &str) -> Arc<String> {
+        if let Some(r) = self.routes.read().expect("route labels lock").get(route) {
+            return r.clone();
+        }
+        self.routes
+            .write()
+            .expect("route labels lock")
+            .entry(route.to_owned())
+            .or_insert_with(|| Arc::new(route.to_owned()))
+            .clone()
     }
 
     /// Counts one issued access token.
@@ -209,6 +231,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
     }
 }
 

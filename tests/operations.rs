@@ -200,3 +200,44 @@ async fn a_database_outage_is_a_503_and_changes_nothing() {
     let replay = app.exchange(PATH, &a).await;
     assert_eq!((replay.status, replay.error()), (400, "invalid_grant"));
 }
+
+#[tokio::test]
+async fn request_metrics_have_bounded_labels() {
+    let app = spawn_with(|_| {}).await;
+    for i in 0..20 {
+        let r = get(&app, &format!("/no/such/path/{i}")).await;
+        assert_eq!(r.status, 404);
+        let r = app
+            .http
+            .request(
+                reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap(),
+                format!("{}/health", app.addr),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let m = get(&app, "/metrics").await.text;
+    let series: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("lti2_http_requests_total{"))
+        .collect();
+    assert!(
+        series.contains(
+            &"lti2_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 20"
+        ),
+        "{m}"
+    );
+    assert!(
+        series.contains(
+            &"lti2_http_requests_total{route=\"/health\",method=\"other\",status=\"405\"} 20"
+        ),
+        "{m}"
+    );
+    assert_eq!(
+        series.len(),
+        2,
+        "one series each, whatever the paths and methods: {series:?}"
+    );
+}

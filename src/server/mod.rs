@@ -211,17 +211,12 @@ where
                 let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
                 HeaderValue::from_str(text).expect("a UUID is a header value")
             });
-        let route: Arc<str> = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-            .unwrap_or("unmatched")
-            .into();
+        let matched = req.extensions().get::<MatchedPath>().cloned();
         let method = req.method().clone();
         let span = tracing::info_span!(
             "request",
             method = %method,
-            route = &*route,
+            route = route_of(&matched),
             request_id = id.to_str().unwrap_or(""),
         );
         let fut = span.in_scope(|| {
@@ -233,7 +228,7 @@ where
             async move {
                 let mut resp = fut.await?;
                 let status = resp.status().as_u16();
-                metrics.request(&route, method.as_str(), status);
+                metrics.request(route_of(&matched), &method, status);
                 tracing::debug!(status, "response");
                 resp.headers_mut().insert(X_REQUEST_ID, id);
                 Ok(resp)
@@ -241,6 +236,14 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The route template a request matched, or `unmatched` (a bounded set of names).
+fn route_of(matched: &Option<MatchedPath>) -> &str {
+    matched
+        .as_ref()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched")
 }
 
 /// `GET /metrics`: the process's metrics in OpenMetrics text ([`crate::metrics`]), with the
