@@ -1026,6 +1026,8 @@ async fn create_submission_attempt(
         Some(t) => crate::import::parse_time(t).map_err(anyhow::Error::msg)?,
         None => now,
     };
+    // Picking the next ids and writing them is one step for every console run at once.
+    let _lock = store.exclusive("submission create").await?;
     let (max_submission, max_attachment) = store.max_ids().await?;
     let existing = store.submission_for(a.assignment, a.user).await?;
     let (submission_id, attempt, group) = match &existing {
@@ -1034,8 +1036,17 @@ async fn create_submission_attempt(
             s.history.iter().map(|v| v.attempt).max().unwrap_or(0) + 1,
             a.group.or(s.group_id),
         ),
-        None => (max_submission + 1, 1, a.group),
+        None => (
+            max_submission
+                .checked_add(1)
+                .with_context(|| format!("no submission id is left above {max_submission}"))?,
+            1,
+            a.group,
+        ),
     };
+    if max_attachment.checked_add(a.files.len() as i64).is_none() {
+        bail!("no attachment id is left above {max_attachment}");
+    }
     let submission_type = a.submission_type.clone().unwrap_or_else(|| {
         if a.files.is_empty() {
             "online_text_entry".into()

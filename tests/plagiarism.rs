@@ -1300,3 +1300,80 @@ async fn nul_characters_in_text_are_refused_everywhere() {
         .unwrap_err();
     assert!(err.contains("users[0].name"), "{err}");
 }
+
+/// `lti2 admin submission create` run many times at once (as from several hosts): every run
+/// gets ids of its own, so no student's submission is handed to another and no attempt is
+/// overwritten. And an import that gives an existing submission another user is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submission_creates_never_share_ids() {
+    let lms = lms().await;
+    let files = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for user in [12, 13, 14, 15] {
+        for round in 0..2 {
+            let f = files.path().join(format!("u{user}-r{round}.txt"));
+            std::fs::write(&f, format!("essay of user {user}, round {round}")).unwrap();
+            let db = lms.app.database_url();
+            let data = lms.app.dir.path().display().to_string();
+            runs.push(std::thread::spawn(move || {
+                common::process::admin(
+                    &db,
+                    &data,
+                    &[
+                        "submission",
+                        "create",
+                        "--assignment",
+                        "9",
+                        "--user",
+                        &user.to_string(),
+                        "--file",
+                        f.to_str().unwrap(),
+                    ],
+                )
+            }));
+        }
+    }
+    let outs: Vec<Value> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let mut by_user = std::collections::HashMap::<i64, Vec<i64>>::new();
+    for out in &outs {
+        assert_eq!(out["assignment_id"], 9, "{out}");
+        by_user
+            .entry(out["user_id"].as_i64().unwrap())
+            .or_default()
+            .push(out["submission_id"].as_i64().unwrap());
+    }
+    let mut ids: Vec<i64> = Vec::new();
+    for (user, subs) in &by_user {
+        assert_eq!(subs.len(), 2, "user {user}");
+        assert_eq!(subs[0], subs[1], "one submission per user: {subs:?}");
+        let sub = lms.app.store().submission(subs[0]).await.unwrap().unwrap();
+        assert_eq!((sub.assignment_id, sub.user_id), (9, *user));
+        let mut attempts: Vec<i64> = sub.history.iter().map(|v| v.attempt).collect();
+        attempts.sort();
+        assert_eq!(attempts, vec![1, 2], "user {user}: both attempts kept");
+        ids.push(subs[0]);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "four distinct submissions");
+
+    // An import that would hand submission 20 (user 12's) to user 14 is refused, by path.
+    let docs = tempfile::tempdir().unwrap();
+    let path = docs.path().join("steal.json");
+    std::fs::write(
+        &path,
+        json!({"submissions": [{"id": 20, "assignment_id": 7, "user_id": 14, "history": []}]})
+            .to_string(),
+    )
+    .unwrap();
+    let err = lms
+        .app
+        .admin(&["import", path.to_str().unwrap()])
+        .unwrap_err();
+    assert!(
+        err.contains("submissions[0].id") && err.contains("never change"),
+        "{err}"
+    );
+    let s20 = lms.app.store().submission(20).await.unwrap().unwrap();
+    assert_eq!(s20.user_id, 12);
+}

@@ -618,13 +618,66 @@ async fn serve(
 
 /// A database URL without its password, for logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    // The password in the userinfo (`user:password@`), and any query parameter that carries a
+    // secret (`?password=…`, `sslpassword=…`, `…key=…`, `…token=…`, `…secret=…`).
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
+            let userinfo = &base[s + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..s], &url[at + 1..])
+            format!("{}://{user}:***@{}", &base[..s], &base[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                let lower = name.to_ascii_lowercase();
+                if ["pass", "key", "token", "secret"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    format!("{name}=***")
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_masked_wherever_the_url_carries_them() {
+        for (url, want) in [
+            (
+                "postgres://lti2:pw@db:5432/lti2",
+                "postgres://lti2:***@db:5432/lti2",
+            ),
+            (
+                "postgres://db/lti2?user=lti2&password=pw",
+                "postgres://db/lti2?user=lti2&password=***",
+            ),
+            (
+                "postgres://u:pw@db/x?sslmode=require&sslpassword=k&PassWord=z",
+                "postgres://u:***@db/x?sslmode=require&sslpassword=***&PassWord=***",
+            ),
+            ("sqlite://lti2.db", "sqlite://lti2.db"),
+            ("sqlite://a@b.db?mode=rwc", "sqlite://a:***@b.db?mode=rwc"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
     }
 }
 

@@ -692,9 +692,11 @@ pub async fn group_users(State(s): State<AppState>, req: Request) -> Response {
         };
         let per_page = get("per_page").unwrap_or(10).clamp(1, 100);
         let page = get("page").unwrap_or(1).max(1);
+        // A page beyond any possible offset is simply empty (no wrap-around).
+        let offset = (page - 1).checked_mul(per_page).unwrap_or(i64::MAX);
         let (users, total) = a
             .store()
-            .group_users(group.id, (page - 1) * per_page, per_page)
+            .group_users(group.id, offset, per_page)
             .await
             .map_err(store_err)?;
         let last = ((total + per_page - 1) / per_page).max(1);

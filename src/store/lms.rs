@@ -448,3 +448,15 @@ pub(super) fn new_attempts(history: &[ImportVersion], attempts_before: &[i64]) -
     new.sort_unstable();
     new
 }
+
+/// A submission belongs to one assignment and one user for good (as in Canvas): an import that
+/// gives an existing submission id another assignment or user is refused (it would hand one
+/// student's work to another). `owner` and `given` are `(assignment_id, user_id)`.
+pub(super) fn submission_owner_changes(owner: (i64, i64), given: (i64, i64)) -> Option<String> {
+    (owner != given).then(|| {
+        format!(
+            "submission is user {}'s submission to assignment {}; a submission's assignment and user never change",
+            owner.1, owner.0
+        )
+    })
+}

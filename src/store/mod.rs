@@ -539,6 +539,21 @@ pub trait Store:
     /// A number that changes whenever accounts, courses, credentials or signing keys change,
     /// by any process; caches compare it to know when to reload.
     async fn change_epoch(&self) -> Result<i64, StoreError>;
+    /// Waits for, then holds, the lock named `name` among every process that uses this
+    /// database (a PostgreSQL session advisory lock; a lock file beside a SQLite file), until
+    /// the guard is dropped. For console commands that read, then write what they read (e.g.
+    /// `submission create` picks the next ids), so that two runs at once cannot pick the same.
+    async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError>;
+}
+
+/// Holds a lock taken with [`Store::exclusive`] until dropped.
+pub struct ExclusiveGuard(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+/// A 64-bit lock key for a lock name (the first 8 bytes of its SHA-256).
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("lti2-lock:{name}").as_bytes());
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// A 128-bit digest of (sub, jti): the key of the in-memory index.

@@ -681,7 +681,12 @@ impl CredentialStore for PgStore {
                 let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM developer_keys")
                     .fetch_one(&mut *tx)
                     .await?;
-                max.unwrap_or(10_000_000_000_000).max(10_000_000_000_000) + 1
+                let above = max.unwrap_or(10_000_000_000_000).max(10_000_000_000_000);
+                above.checked_add(1).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "no developer key id is left above {above}: give one with --id"
+                    ))
+                })?
             }
         };
         let sealed = self
@@ -953,6 +958,18 @@ async fn insert_batch(pool: &PgPool, batch: &[Claim]) -> Result<HashSet<[u8; 16]
 
 #[async_trait]
 impl Store for PgStore {
+    /// A session advisory lock on a connection of its own (not returned to the pool): dropping
+    /// the guard closes the connection, which ends the session and releases the lock, also if
+    /// the process dies.
+    async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError> {
+        let mut conn = self.pool().acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock_key(name))
+            .execute(&mut conn)
+            .await?;
+        Ok(ExclusiveGuard(Box::new(conn)))
+    }
+
     /// Bumped by triggers whenever accounts, courses, developer keys, tool proxies or signing
     /// keys change, by any instance.
     async fn change_epoch(&self) -> Result<i64, StoreError> {

@@ -714,7 +714,12 @@ impl CredentialStore for SqliteStore {
                 let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM developer_keys")
                     .fetch_one(&mut *tx)
                     .await?;
-                max.unwrap_or(10_000_000_000_000).max(10_000_000_000_000) + 1
+                let above = max.unwrap_or(10_000_000_000_000).max(10_000_000_000_000);
+                above.checked_add(1).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "no developer key id is left above {above}: give one with --id"
+                    ))
+                })?
             }
         };
         let sealed = self
@@ -953,6 +958,28 @@ async fn checkpointer(pool: SqlitePool) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// An exclusive lock on `<database>.<name>.lock` (released when the guard drops, or when
+    /// the process dies); nothing for an in-memory database, which one process owns.
+    async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError> {
+        let Some(nonce_lock) = &self.lock_path else {
+            return Ok(ExclusiveGuard(Box::new(())));
+        };
+        let path = nonce_lock.with_extension(format!("{:016x}.lock", lock_key(name)));
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("lock: {e}")))?
+        .map_err(|e| StoreError::Invalid(format!("lock: {e}")))?;
+        Ok(ExclusiveGuard(Box::new(file)))
+    }
+
     async fn change_epoch(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT epoch FROM change_epoch WHERE id = 1")

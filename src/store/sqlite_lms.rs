@@ -943,6 +943,16 @@ async fn import_in(
                 format!("this user's submission to this assignment is submission {other}"),
             ));
         }
+        let owner: Option<(i64, i64)> =
+            sqlx::query_as("SELECT assignment_id, user_id FROM submissions WHERE id = ?")
+                .bind(s.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(owner) = owner {
+            if let Some(message) = submission_owner_changes(owner, (s.assignment_id, s.user_id)) {
+                return Err(ImportError::at(format!("{p}.id"), message));
+            }
+        }
         let before = submission_fingerprint(tx, s.id).await?;
         let attempts_before: Vec<i64> =
             sqlx::query_scalar("SELECT attempt FROM submission_versions WHERE submission_id = ?")
