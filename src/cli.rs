@@ -222,6 +222,28 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Where the servers on this database claim jtis (every instance must agree).
+    JtiStore {
+        /// The jti store command.
+        #[command(subcommand)]
+        command: JtiStoreCommand,
+    },
+}
+
+/// `admin jti-store …`.
+#[derive(Debug, Subcommand)]
+pub enum JtiStoreCommand {
+    /// Show where jtis are claimed (`database`, or a Redis URL), as the first server recorded.
+    Show,
+    /// Record a new jti store: run it with every server stopped, then start them all with the
+    /// matching `--redis-url` (or none for `database`). Claims in the old store are not
+    /// carried over: an assertion accepted just before the move could be accepted once more
+    /// until it expires (at most `max_assertion_lifetime` + 60 s), so keep the gap that long if
+    /// that matters.
+    Set {
+        /// `database`, or `redis://host:port[/db]`.
+        store: String,
+    },
 }
 
 /// `admin account …`.
@@ -976,6 +998,31 @@ async fn run_admin(
                 print_json(&json!({"removed": kid}));
             }
         },
+        AdminCommand::JtiStore { command } => {
+            use crate::store::redis_nonces::{jti_store_name, JTI_STORE_SETTING};
+            match command {
+                JtiStoreCommand::Show => {
+                    // Null until the first server records its own.
+                    let recorded = store.setting(JTI_STORE_SETTING).await?;
+                    print_json(&json!({"jti_store": recorded}));
+                }
+                JtiStoreCommand::Set { store: name } => {
+                    let value = match name.as_str() {
+                        "database" => jti_store_name(None),
+                        u if u.starts_with("redis://")
+                            || u.starts_with("rediss://")
+                            || u.starts_with("redis+unix://")
+                            || u.starts_with("unix://") =>
+                        {
+                            jti_store_name(Some(u))
+                        }
+                        other => bail!("'{other}' is not `database` or a redis:// URL"),
+                    };
+                    store.put_setting(JTI_STORE_SETTING, &value).await?;
+                    print_json(&json!({"jti_store": value}));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -241,3 +241,48 @@ async fn request_metrics_have_bounded_labels() {
         "one series each, whatever the paths and methods: {series:?}"
     );
 }
+
+/// Every instance on one database must claim jtis in the same place: a server configured
+/// otherwise than the first refuses to start, naming both stores and the way to move; after
+/// `lti2 admin jti-store set` (with every server stopped) it starts.
+#[tokio::test]
+async fn instances_must_agree_on_the_jti_store() {
+    let app = spawn_with(|_| {}).await;
+    let a = assertion(&app, "agree-1");
+    assert_eq!(app.exchange(PATH, &a).await.status, 200);
+    let shown = app.admin(&["jti-store", "show"]).unwrap();
+    assert_eq!(shown["jti_store"], "database");
+
+    // A second server (or a restart) with Redis on the same database is refused.
+    let mut with_redis = app.settings.clone();
+    with_redis.redis_url = Some(redis_url());
+    let clock = std::sync::Arc::new(app.clock.clone());
+    let err = match lti2::server::start(with_redis.clone(), clock.clone()).await {
+        Ok(_) => panic!("a server with another jti store must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("claimed in database") && err.contains("lti2 admin jti-store set redis://"),
+        "{err}"
+    );
+
+    // Moved on purpose, with the server stopped: now the Redis server starts, and the
+    // database-only configuration is the one refused.
+    let dir = app.dir.clone();
+    let settings = app.settings.clone();
+    let app_clock = app.clock.clone();
+    app.running.shutdown().await.unwrap();
+    let moved = common::process::admin(
+        &settings.database_url,
+        &dir.path().display().to_string(),
+        &["jti-store", "set", &redis_url()],
+    );
+    assert!(moved["jti_store"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis://127.0.0.1:6379"));
+    let app = TestApp::spawn_with(with_redis, dir, app_clock).await;
+    let b = assertion(&app, &uuid::Uuid::new_v4().to_string());
+    assert_eq!(app.exchange(PATH, &b).await.status, 200);
+    assert!(lti2::server::start(settings, clock).await.is_err());
+}

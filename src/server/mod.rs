@@ -34,7 +34,7 @@ use crate::import::FileStore;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 use crate::store::postgres::PgStore;
-use crate::store::redis_nonces::RedisNonces;
+use crate::store::redis_nonces::{jti_store_name, RedisNonces, JTI_STORE_SETTING};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NonceStore, Store};
 
@@ -397,6 +397,16 @@ pub async fn start(settings: Settings, clock: SharedClock) -> anyhow::Result<Run
     if ensure_signing_key(store.as_ref(), clock.now()).await? {
         tracing::warn!(
             "generated the first access-token signing key (stored encrypted in the database)"
+        );
+    }
+    let jti_store = jti_store_name(settings.redis_url.as_deref());
+    let in_force = store.agree_setting(JTI_STORE_SETTING, &jti_store).await?;
+    if in_force != jti_store {
+        anyhow::bail!(
+            "this database's jtis are claimed in {in_force}, but this server would claim them in {jti_store}: \
+             every instance on one database must use the same jti store (or an assertion could be replayed \
+             through an instance that cannot see its claim). To move, stop every instance, then run \
+             `lti2 admin jti-store set {jti_store}`"
         );
     }
     // Takes this process's claim on the nonce store (a lock file for SQLite), loads the used

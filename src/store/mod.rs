@@ -544,6 +544,13 @@ pub trait Store:
     /// the guard is dropped. For console commands that read, then write what they read (e.g.
     /// `submission create` picks the next ids), so that two runs at once cannot pick the same.
     async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError>;
+    /// Records `value` for the shared setting `name` unless one is recorded already; returns
+    /// the value in force (the one just recorded, or the earlier one). Atomic across processes.
+    async fn agree_setting(&self, name: &str, value: &str) -> Result<String, StoreError>;
+    /// The shared setting `name`, if one is recorded.
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Replaces the shared setting `name` (the console, with every server stopped).
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// Holds a lock taken with [`Store::exclusive`] until dropped.

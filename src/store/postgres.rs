@@ -958,6 +958,40 @@ async fn insert_batch(pool: &PgPool, batch: &[Claim]) -> Result<HashSet<[u8; 16]
 
 #[async_trait]
 impl Store for PgStore {
+    async fn agree_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO service_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let in_force: String =
+            sqlx::query_scalar("SELECT value FROM service_settings WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(in_force)
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM service_settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO service_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// A session advisory lock on a connection of its own (not returned to the pool): dropping
     /// the guard closes the connection, which ends the session and releases the lock, also if
     /// the process dies.

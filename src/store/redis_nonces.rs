@@ -63,6 +63,34 @@ impl RedisNonces {
     }
 }
 
+/// The shared setting naming where jtis are claimed ([`Store::agree_setting`]).
+///
+/// [`Store::agree_setting`]: super::Store::agree_setting
+pub const JTI_STORE_SETTING: &str = "jti_store";
+
+/// The value of [`JTI_STORE_SETTING`] for a server: `database`, or the Redis URL without its
+/// credentials and options (`redis://host:port/db`). Every instance on one database must give
+/// the same, or a jti claimed by one would be unknown to another.
+pub fn jti_store_name(redis_url: Option<&str>) -> String {
+    let Some(u) = redis_url else {
+        return "database".into();
+    };
+    match url::Url::parse(u) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("");
+            let port = url.port().unwrap_or(6379);
+            let db = url.path().trim_start_matches('/');
+            let db = if db.is_empty() { "0" } else { db };
+            if url.scheme().contains("unix") {
+                format!("{}://{}", url.scheme(), url.path())
+            } else {
+                format!("{}://{host}:{port}/{db}", url.scheme())
+            }
+        }
+        Err(_) => "redis".into(),
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }

@@ -958,6 +958,40 @@ async fn checkpointer(pool: SqlitePool) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn agree_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO service_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let in_force: String =
+            sqlx::query_scalar("SELECT value FROM service_settings WHERE name = ?")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(in_force)
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM service_settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO service_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// An exclusive lock on `<database>.<name>.lock` (released when the guard drops, or when
     /// the process dies); nothing for an in-memory database, which one process owns.
     async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError> {
