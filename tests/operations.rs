@@ -188,6 +188,15 @@ async fn a_database_outage_is_a_503_and_changes_nothing() {
     let ready = get(&app, "/ready").await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert!(ready.json["error"].as_str().unwrap().contains("database"));
+    // The metrics are served anyway, and count the refusals.
+    let m = get(&app, "/metrics").await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    assert!(
+        m.text
+            .contains("lti2_assertions_rejected_total{reason=\"store_unavailable\"} 2"),
+        "{}",
+        m.text
+    );
 
     // Back up: the refused assertion was not recorded, so it works now, once.
     common::psql(
@@ -285,4 +294,47 @@ async fn instances_must_agree_on_the_jti_store() {
     let b = assertion(&app, &uuid::Uuid::new_v4().to_string());
     assert_eq!(app.exchange(PATH, &b).await.status, 200);
     assert!(lti2::server::start(settings, clock).await.is_err());
+}
+
+/// A write lock held elsewhere for long (a stuck session on any instance) makes a write fail
+/// after the acquire timeout, instead of hanging every writer of every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_lock_times_out() {
+    let db = common::fresh_postgres_database();
+    let app = spawn_with(|s| {
+        s.database_url = db.clone();
+        s.pool.acquire_timeout_ms = 300;
+    })
+    .await;
+    // Another session takes the store's write lock and keeps it for 10 s.
+    let mut holder = std::process::Command::new("psql")
+        .args([
+            db.as_str(),
+            "-qAtc",
+            "BEGIN; SELECT pg_advisory_xact_lock(119247236921202); SELECT pg_sleep(10); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = common::postgres_admin_url();
+    loop {
+        let held = common::psql(
+            &admin,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 27764 AND objid = 1764915058 AND granted",
+        );
+        if held.trim() == "1" {
+            break;
+        }
+    }
+    let r = app
+        .store()
+        .create_developer_key(None, &lti2::secrets::Secret::new(vec![7; 32]), None, NOW)
+        .await;
+    // Without the lock timeout it would wait for the holder and then succeed.
+    assert!(
+        r.is_err(),
+        "the write fails while the lock is held elsewhere"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

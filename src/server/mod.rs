@@ -247,14 +247,16 @@ fn route_of(matched: &Option<MatchedPath>) -> &str {
 }
 
 /// `GET /metrics`: the process's metrics in OpenMetrics text ([`crate::metrics`]), with the
-/// webhook gauges counted in the database at scrape time. 503 when the store fails.
+/// webhook gauges counted in the database at scrape time (as last counted when the database
+/// does not answer: the rest is always served).
 async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
-    let (deliveries, subscriptions) = match s.authority.store().webhook_counts().await {
-        Ok(c) => c,
-        Err(e) => return gate::unavailable(&e),
-    };
     let metrics = s.authority.metrics();
-    metrics.set_webhook_counts(&deliveries, &subscriptions);
+    // The process's own metrics matter most when the database is in trouble: they are served
+    // anyway, with the webhook gauges as last counted.
+    match s.authority.store().webhook_counts().await {
+        Ok((deliveries, subscriptions)) => metrics.set_webhook_counts(&deliveries, &subscriptions),
+        Err(e) => tracing::warn!(error = %e, "webhook counts unavailable for /metrics"),
+    }
     let mut resp = metrics.render().into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
@@ -664,6 +666,20 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
+pub fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::PRAGMA,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod redact_tests {
     use super::redact_url;
@@ -689,18 +705,4 @@ mod redact_tests {
             assert_eq!(redact_url(url), want, "{url}");
         }
     }
-}
-
-/// Adds `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
-pub fn no_store(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        axum::http::header::PRAGMA,
-        HeaderValue::from_static("no-cache"),
-    );
-    resp
 }

@@ -76,6 +76,8 @@ pub struct PgStore {
     master: MasterKey,
     /// The queue to this process's nonce writers, started by the first claim.
     nonces: Arc<OnceCell<mpsc::Sender<Claim>>>,
+    /// How long a write transaction waits for the write lock, ms (the pool's acquire timeout).
+    lock_timeout_ms: u64,
 }
 
 /// One nonce claim waiting for its batch.
@@ -95,9 +97,10 @@ impl PgStore {
     pub async fn open(
         url: &str,
         master: MasterKey,
-        pool: PoolSettings,
+        settings: PoolSettings,
     ) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
+        let pool = settings;
         // One connection first, so that a refused connection, a wrong password or a missing
         // database is reported as such (the pool would only say that it timed out).
         let first = tokio::time::timeout(
@@ -118,6 +121,7 @@ impl PgStore {
             pool,
             master,
             nonces: Default::default(),
+            lock_timeout_ms: settings.acquire_timeout_ms.max(1),
         })
     }
 
@@ -146,6 +150,12 @@ impl PgStore {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // Waits at most as long as for a connection: a lock held for long (a stuck session, a
+        // huge import) makes other writers fail with 503, not hang.
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", self.lock_timeout_ms))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
