@@ -15,6 +15,7 @@ use crate::jose::{self, Alg};
 use crate::profile::{is_restricted_capability, restricted_capabilities, restricted_services};
 use crate::registration::{auto_submit_form, REGISTRATION_LIFETIME};
 use crate::secrets::{random_bytes, Secret};
+use crate::store::check_identifier;
 use crate::store::sqlite::Durability;
 use crate::store::{
     ContextKind, ContextRef, NewRegistration, NewToolProxy, Store, ToolConsumerProfileRecord,
@@ -694,6 +695,9 @@ async fn run_admin(
                 vendor_code,
                 allow_short_secret,
             } => {
+                if let Some(code) = &vendor_code {
+                    check_identifier(code).map_err(|e| anyhow::anyhow!("the vendor code {e}"))?;
+                }
                 let secret = match secret {
                     Some(s) => {
                         check_secret_len(&s, allow_short_secret, "developer key secret")?;
@@ -740,6 +744,7 @@ async fn run_admin(
                 if guid.trim().is_empty() {
                     bail!("the guid must not be empty");
                 }
+                check_identifier(&guid).map_err(|e| anyhow::anyhow!("the guid {e}"))?;
                 let enabled_capability = if capabilities.is_empty() {
                     vec!["Security.splitSecret".to_string()]
                 } else {
@@ -819,6 +824,7 @@ async fn run_admin(
             if reg_key.trim().is_empty() || reg_key.bytes().all(|b| b.is_ascii_digit()) {
                 bail!("the reg_key must not be empty or all digits (an all-digit sub names a developer key)");
             }
+            check_identifier(&reg_key).map_err(|e| anyhow::anyhow!("the reg_key {e}"))?;
             let context = context_of(account, course)?;
             let expires_at = now + REGISTRATION_LIFETIME;
             store
@@ -944,6 +950,9 @@ async fn run_admin(
                 services,
                 capabilities,
             } => {
+                if let Some(u) = &uuid {
+                    check_identifier(u).map_err(|e| anyhow::anyhow!("the uuid {e}"))?;
+                }
                 let services = if services.is_empty() && capabilities.is_empty() {
                     restricted_services().map(str::to_owned).collect()
                 } else {

@@ -498,6 +498,11 @@ fn unique<T: std::hash::Hash + Eq>(
     Ok(())
 }
 
+/// An LTI id or a tool code is at most [`crate::store::MAX_IDENTIFIER_LEN`] characters.
+fn identifier(path: String, value: &str) -> Result<(), ImportError> {
+    crate::store::check_identifier(value).map_err(|e| ImportError::at(path, e))
+}
+
 /// Checks what can be checked without the database: positive and unique ids, attempts,
 /// points, and one source of bytes per attachment.
 fn check(doc: &ImportDoc) -> Result<(), ImportError> {
@@ -515,6 +520,9 @@ fn check(doc: &ImportDoc) -> Result<(), ImportError> {
                 format!("courses[{i}].lti_id"),
                 "must not be empty",
             ));
+        }
+        if let Some(l) = &c.lti_id {
+            identifier(format!("courses[{i}].lti_id"), l)?;
         }
     }
     let mut seen = HashSet::new();
@@ -537,6 +545,7 @@ fn check(doc: &ImportDoc) -> Result<(), ImportError> {
             } else {
                 format!("users[{i}].past_lti_ids[{}]", j - 1)
             };
+            identifier(path.clone(), l)?;
             if !lti_ids.insert(l.clone()) {
                 return Err(ImportError::at(
                     path,
@@ -562,6 +571,9 @@ fn check(doc: &ImportDoc) -> Result<(), ImportError> {
     for (i, a) in doc.assignments.iter().enumerate() {
         positive(format!("assignments[{i}].id"), a.id)?;
         unique(&mut seen, a.id, format!("assignments[{i}].id"))?;
+        if let Some(l) = &a.lti_id {
+            identifier(format!("assignments[{i}].lti_id"), l)?;
+        }
         if a.points_possible.is_some_and(|p| !p.is_finite() || p < 0.0) {
             return Err(ImportError::at(
                 format!("assignments[{i}].points_possible"),
@@ -580,6 +592,7 @@ fn check(doc: &ImportDoc) -> Result<(), ImportError> {
                         "must not be empty",
                     ));
                 }
+                identifier(format!("assignments[{i}].plagiarism_tool.{k}"), v)?;
             }
         }
         let mut users = HashSet::new();

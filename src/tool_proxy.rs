@@ -252,6 +252,12 @@ fn placement(cap: &str) -> Option<String> {
 /// JSON object; [`ToolProxyError::Structure`] naming the field for a missing `tool_profile`,
 /// product family code or resource type code, a repeated resource type code, or a field of the
 /// wrong type.
+/// A code the platform keys records by (vendor, product and resource type codes) is at most
+/// [`crate::store::MAX_IDENTIFIER_LEN`] characters, as in Canvas's `varchar(255)` columns.
+fn identifier(value: &str, path: &str) -> Result<(), ToolProxyError> {
+    crate::store::check_identifier(value).map_err(|e| structure(format!("{path} {e}")))
+}
+
 pub fn parse(body: &[u8]) -> Result<ParsedToolProxy, ToolProxyError> {
     let doc: Value = serde_json::from_slice(body).map_err(|_| ToolProxyError::NotJson)?;
     let root = doc.as_object().ok_or(ToolProxyError::NotJson)?;
@@ -269,11 +275,15 @@ pub fn parse(body: &[u8]) -> Result<ParsedToolProxy, ToolProxyError> {
     if product_code.trim().is_empty() {
         return Err(structure(format!("{fp}code is missing")));
     }
+    identifier(&product_code, &format!("{fp}code"))?;
     let vendor = object(family, "vendor", &fp)?;
     let vp = format!("{fp}vendor.");
     let empty = Map::new();
     let vendor = vendor.unwrap_or(&empty);
     let contact = object(vendor, "contact", &vp)?;
+    if let Some(code) = string(vendor, "code", &vp)? {
+        identifier(&code, &format!("{vp}code"))?;
+    }
     let product_family = ProductFamilySpec {
         vendor_code: string(vendor, "code", &vp)?.unwrap_or_default(),
         product_code,
@@ -323,6 +333,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedToolProxy, ToolProxyError> {
         if code.trim().is_empty() {
             return Err(structure(format!("{rp}resource_type.code is missing")));
         }
+        identifier(&code, &format!("{rp}resource_type.code"))?;
         if resource_handlers
             .iter()
             .any(|r| r.resource_type_code == code)

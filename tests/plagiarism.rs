@@ -1377,3 +1377,74 @@ async fn concurrent_submission_creates_never_share_ids() {
     let s20 = lms.app.store().submission(20).await.unwrap().unwrap();
     assert_eq!(s20.user_id, 12);
 }
+
+/// Identifiers the stores key records by are at most 255 characters, refused by path (a 4xx
+/// or a console error, never a database error, on either backend); 255 is accepted.
+#[tokio::test]
+async fn long_identifiers_are_refused_by_path() {
+    let lms = lms().await;
+    let docs = tempfile::tempdir().unwrap();
+    let long = "x".repeat(256);
+    for (what, doc) in [
+        (
+            "users[0].lti_id",
+            json!({"users": [{"id": 90, "lti_id": long, "name": "L"}]}),
+        ),
+        (
+            "users[0].past_lti_ids[0]",
+            json!({"users": [{"id": 90, "lti_id": "u90", "past_lti_ids": [long], "name": "L"}]}),
+        ),
+        (
+            "courses[0].lti_id",
+            json!({"courses": [{"id": 90, "account_id": 1, "name": "C", "lti_id": long}]}),
+        ),
+        (
+            "assignments[0].lti_id",
+            json!({"assignments": [{"id": 90, "course_id": 5, "name": "A", "lti_id": long}]}),
+        ),
+        (
+            "assignments[0].plagiarism_tool.vendor_code",
+            json!({"assignments": [{"id": 90, "course_id": 5, "name": "A", "plagiarism_tool": {"vendor_code": long, "product_code": "p", "resource_type_code": "r"}}]}),
+        ),
+    ] {
+        let path = docs.path().join("long.json");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let err = lms
+            .app
+            .admin(&["import", path.to_str().unwrap()])
+            .unwrap_err();
+        assert!(
+            err.contains(what) && err.contains("at most 255"),
+            "{what}: {err}"
+        );
+    }
+    let path = docs.path().join("ok.json");
+    std::fs::write(
+        &path,
+        json!({"users": [{"id": 90, "lti_id": "y".repeat(255), "name": "L"}]}).to_string(),
+    )
+    .unwrap();
+    lms.app.admin(&["import", path.to_str().unwrap()]).unwrap();
+    let guid_args = [
+        "tool-proxy",
+        "create",
+        "--guid",
+        &long,
+        "--secret",
+        "s3cret-0123456789abcdef0123456789ab",
+    ];
+    let reg_args = [
+        "registration",
+        "create",
+        "--course",
+        "5",
+        "--reg-key",
+        &long,
+        "--reg-password",
+        "pw-0123456789abcdef0123456789abcdef",
+    ];
+    for args in [&guid_args[..], &reg_args[..]] {
+        let err = lms.app.admin(args).unwrap_err();
+        assert!(err.contains("at most 255"), "{args:?}: {err}");
+    }
+}

@@ -723,6 +723,36 @@ async fn validation_errors_through_http_change_nothing() {
     .await;
     assert_eq!(r.status, 404);
 
+    // Codes the platform keys records by are at most 255 characters: a 400 on both backends,
+    // not a database error.
+    let long = "c".repeat(256);
+    for (what, pointer) in [
+        (
+            "product code",
+            "/tool_profile/product_instance/product_info/product_family/code",
+        ),
+        (
+            "vendor code",
+            "/tool_profile/product_instance/product_info/product_family/vendor/code",
+        ),
+        (
+            "resource type code",
+            "/tool_profile/resource_handler/0/resource_type/code",
+        ),
+    ] {
+        let mut doc = good.clone();
+        *doc.pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("{pointer}")) = json!(long);
+        let r = post_tool_proxy(&app, &url, Some(&reg_token), &doc.to_string()).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert_eq!(r.json["error"], "Invalid request", "{what}");
+        assert!(
+            r.json["message"].as_str().unwrap().contains("at most 255"),
+            "{what}: {}",
+            r.text
+        );
+    }
+
     // Nothing was written by any of those: no tool proxy, and the registration still works.
     assert!(app
         .store()

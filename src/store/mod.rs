@@ -593,3 +593,16 @@ fn conflict_or(e: sqlx::Error, what: impl Fn() -> String, fk: impl Fn() -> Strin
 fn json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }
+
+/// The longest identifier the stores key records by (guids, reg_keys, vendor, product and
+/// resource type codes, LTI ids), in characters: Canvas keeps them in `varchar(255)` columns,
+/// and a PostgreSQL index entry cannot hold much more than 2,700 bytes.
+pub const MAX_IDENTIFIER_LEN: usize = 255;
+
+/// Checks an identifier's length: `Err("must be at most 255 characters")` when longer.
+pub fn check_identifier(value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_IDENTIFIER_LEN {
+        return Err(format!("must be at most {MAX_IDENTIFIER_LEN} characters"));
+    }
+    Ok(())
+}
