@@ -10,6 +10,7 @@
 #                           public URL; the load generator spreads its connections over both
 #   REDIS_URL=redis://…     jtis claimed in Redis instead of the database
 #   BIN=path/to/lti2        benchmark another build (A/B comparisons) instead of building
+#   LOADGEN=path/to/lti2    the build that runs `lti2 bench` (default: BIN)
 #
 # The server(s) are pinned to core 0 and the load generator to core 1 (taskset); PostgreSQL and
 # Redis are not pinned.
@@ -27,6 +28,7 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet --bin lti2
   BIN=target/release/lti2
 fi
+LOADGEN=${LOADGEN:-$BIN}
 DIR=$(mktemp -d)
 SERVERS=()
 DBNAME=""
@@ -56,11 +58,11 @@ for i in $(seq 0 $((INSTANCES - 1))); do
     "${EXTRA[@]}" &
   SERVERS+=($!)
   for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$P/ready" >/dev/null 2>&1 && break
+    curl -fsS "http://127.0.0.1:$P/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
   CONNECT+=(--connect "127.0.0.1:$P")
 done
-taskset -c 1 "$BIN" bench --url "http://127.0.0.1:$PORT/api/lti/accounts/1/authorize" \
+taskset -c 1 "$LOADGEN" bench --url "http://127.0.0.1:$PORT/api/lti/accounts/1/authorize" \
   --sub bench-tp --secret "$SECRET" --requests "$REQUESTS" --concurrency "$CONCURRENCY" \
   "${CONNECT[@]}"

@@ -147,7 +147,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(RequestContextLayer {
             metrics: state.authority.metrics().clone(),
         })
@@ -155,7 +154,8 @@ pub fn app(state: AppState) -> Router {
 
 const X_REQUEST_ID: &str = "x-request-id";
 
-/// Gives every request an id (the client's `x-request-id` when it is short printable ASCII,
+/// Refuses a path or query that carries a NUL character ([`refuse_nul`]). Gives every request
+/// an id (the client's `x-request-id` when it is short printable ASCII,
 /// else a new UUID), runs it inside a `request` span with the method, the matched route and
 /// the id, logs the status at debug level, counts the request in [`Metrics`] by route, method
 /// and status, and returns the id in the response.
@@ -221,12 +221,18 @@ where
         );
         let fut = span.in_scope(|| {
             tracing::debug!("request started");
-            self.inner.call(req)
+            match refuse_nul(req.uri()) {
+                Some(refused) => Err(refused),
+                None => Ok(self.inner.call(req)),
+            }
         });
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let mut resp = fut.await?;
+                let mut resp = match fut {
+                    Ok(fut) => fut.await?,
+                    Err(refused) => refused,
+                };
                 let status = resp.status().as_u16();
                 metrics.request(route_of(&matched), &method, status);
                 tracing::debug!(status, "response");
@@ -553,27 +559,23 @@ pub fn nul_response() -> Response {
     )
 }
 
-/// Refuses a request whose path or query string carries a NUL character (`%00`): the path with
-/// Canvas's 404 (no resource has such a name), the query with a 400 (RFC 6749 §5.2
-/// `invalid_request` on the authorize routes).
-async fn refuse_nul(req: Request, next: axum::middleware::Next) -> Response {
-    let uri = req.uri();
+/// The answer to a request whose path or query string carries a NUL character (`%00`), if it
+/// does: for the path Canvas's 404 (no resource has such a name), for the query a 400
+/// (RFC 6749 §5.2 `invalid_request` on the authorize routes).
+fn refuse_nul(uri: &axum::http::Uri) -> Option<Response> {
     if params::carries_nul(uri.path().as_bytes()) {
-        return not_found_response();
+        return Some(not_found_response());
     }
-    if uri
-        .query()
-        .is_some_and(|q| params::carries_nul(q.as_bytes()))
-    {
+    if uri.query().is_some_and(|q| params::carries_nul(q.as_bytes())) {
         if uri.path().ends_with("/authorize") {
-            return authorize::error_response(&crate::authority::OAuthError {
+            return Some(authorize::error_response(&crate::authority::OAuthError {
                 reason: "nul_character",
                 ..crate::authority::OAuthError::invalid_request(NUL_MESSAGE)
-            });
+            }));
         }
-        return nul_response();
+        return Some(nul_response());
     }
-    next.run(req).await
+    None
 }
 
 /// 408 `{"errors":[{"message":…}]}` for a body that did not arrive in time.
