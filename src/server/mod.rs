@@ -24,6 +24,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::future::Either;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -187,6 +188,7 @@ impl<S> tower::Service<Request> for RequestContext<S>
 where
     S: tower::Service<Request, Response = Response> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -222,17 +224,14 @@ where
         let fut = span.in_scope(|| {
             tracing::debug!("request started");
             match refuse_nul(req.uri()) {
-                Some(refused) => Err(refused),
-                None => Ok(self.inner.call(req)),
+                Some(refused) => Either::Right(std::future::ready(Ok(refused))),
+                None => Either::Left(self.inner.call(req)),
             }
         });
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let mut resp = match fut {
-                    Ok(fut) => fut.await?,
-                    Err(refused) => refused,
-                };
+                let mut resp = fut.await?;
                 let status = resp.status().as_u16();
                 metrics.request(route_of(&matched), &method, status);
                 tracing::debug!(status, "response");
@@ -566,7 +565,10 @@ fn refuse_nul(uri: &axum::http::Uri) -> Option<Response> {
     if params::carries_nul(uri.path().as_bytes()) {
         return Some(not_found_response());
     }
-    if uri.query().is_some_and(|q| params::carries_nul(q.as_bytes())) {
+    if uri
+        .query()
+        .is_some_and(|q| params::carries_nul(q.as_bytes()))
+    {
         if uri.path().ends_with("/authorize") {
             return Some(authorize::error_response(&crate::authority::OAuthError {
                 reason: "nul_character",
