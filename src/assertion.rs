@@ -64,7 +64,7 @@ pub enum AssertionError {
     #[error("the following claims are missing: {}", .0.join(", "))]
     MissingClaims(Vec<&'static str>),
     /// `sub` is neither a string nor a non-negative integer.
-    #[error("the 'sub' must be a string (without NUL characters) or an integer")]
+    #[error("the 'sub' must be a string or an integer")]
     BadSub,
     /// No usable credential for `sub`, or the signature does not match it. One message for
     /// both, so neither can be told from the other.
