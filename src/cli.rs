@@ -1008,7 +1008,7 @@ async fn run_admin(
             }
         },
         AdminCommand::JtiStore { command } => {
-            use crate::store::redis_nonces::{jti_store_name, JTI_STORE_SETTING};
+            use crate::store::redis_nonces::{is_redis_url, jti_store_name, JTI_STORE_SETTING};
             match command {
                 JtiStoreCommand::Show => {
                     // Null until the first server records its own.
@@ -1018,13 +1018,7 @@ async fn run_admin(
                 JtiStoreCommand::Set { store: name } => {
                     let value = match name.as_str() {
                         "database" => jti_store_name(None),
-                        u if u.starts_with("redis://")
-                            || u.starts_with("rediss://")
-                            || u.starts_with("redis+unix://")
-                            || u.starts_with("unix://") =>
-                        {
-                            jti_store_name(Some(u))
-                        }
+                        u if is_redis_url(u) => jti_store_name(Some(u)),
                         other => bail!("'{other}' is not `database` or a redis:// URL"),
                     };
                     store.put_setting(JTI_STORE_SETTING, &value).await?;

@@ -287,11 +287,7 @@ impl Settings {
         }
         let redis_url = o.redis_url.or(file.redis_url).filter(|u| !u.is_empty());
         if let Some(u) = &redis_url {
-            if !(u.starts_with("redis://")
-                || u.starts_with("rediss://")
-                || u.starts_with("redis+unix://")
-                || u.starts_with("unix://"))
-            {
+            if !crate::store::redis_nonces::is_redis_url(u) {
                 return Err(ConfigError(format!(
                     "redis_url: '{u}' must start with redis://"
                 )));

@@ -47,16 +47,16 @@ pub async fn import(State(s): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match super::read_body(&parts.headers, body, MAX_IMPORT_BYTES).await {
         Ok(b) => b,
-        Err(super::BodyError::TimedOut) => return super::body_timeout_response(),
-        Err(super::BodyError::Nul) => return super::nul_response(),
-        Err(super::BodyError::TooLarge) => {
-            return no_store(
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Json(json!({"errors": [{"message": format!("the document is larger than {MAX_IMPORT_BYTES} bytes")}]})),
+        Err(e) => {
+            return e.response(|| {
+                no_store(
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Json(json!({"errors": [{"message": format!("the document is larger than {MAX_IMPORT_BYTES} bytes")}]})),
+                    )
+                        .into_response(),
                 )
-                    .into_response(),
-            )
+            })
         }
     };
     let a = &s.authority;

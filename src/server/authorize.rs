@@ -41,6 +41,15 @@ fn context_id(path: &str, kind: ContextKind) -> Option<i64> {
     canonical.then(|| id.parse().ok()).flatten()
 }
 
+/// 400 `invalid_request` for a request that carries a NUL character (in its body, or in the
+/// query string: see `refuse_nul`).
+pub fn nul_error() -> OAuthError {
+    OAuthError {
+        reason: "nul_character",
+        ..OAuthError::invalid_request(super::NUL_MESSAGE)
+    }
+}
+
 /// Renders an OAuth error: Canvas's generic body for 404, RFC 6749 §5.2 JSON otherwise.
 pub fn error_response(e: &OAuthError) -> Response {
     if e.status == 404 {
@@ -96,10 +105,7 @@ async fn exchange(
                 description: "the request body did not arrive in time".into(),
                 reason: "body_timeout",
             },
-            super::BodyError::Nul => OAuthError {
-                reason: "nul_character",
-                ..OAuthError::invalid_request(super::NUL_MESSAGE)
-            },
+            super::BodyError::Nul => nul_error(),
         })?;
     let mut params = query_params(parts.uri.query());
     params.extend(body_params(&parts.headers, bytes).await?);

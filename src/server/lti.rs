@@ -198,11 +198,7 @@ async fn read_body(
     };
     super::read_body(&parts.headers, body, MAX_TOOL_PROXY_BYTES)
         .await
-        .map_err(|e| match e {
-            super::BodyError::TooLarge => too_large(),
-            super::BodyError::TimedOut => super::body_timeout_response(),
-            super::BodyError::Nul => super::nul_response(),
-        })
+        .map_err(|e| e.response(too_large))
 }
 
 async fn create_tool_proxy(authority: &Authority, kind: ContextKind, req: Request) -> Response {

@@ -510,6 +510,18 @@ pub enum BodyError {
     Nul,
 }
 
+impl BodyError {
+    /// The Canvas-shaped answer: [`body_timeout_response`] (408), [`nul_response`] (400), or
+    /// the route's own `too_large` answer (413, its message names its limit).
+    pub fn response(self, too_large: impl FnOnce() -> Response) -> Response {
+        match self {
+            BodyError::TooLarge => too_large(),
+            BodyError::TimedOut => body_timeout_response(),
+            BodyError::Nul => nul_response(),
+        }
+    }
+}
+
 /// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]: a declared
 /// `Content-Length` over the limit is refused before anything is read. A body that is already
 /// buffered (the usual small request) is taken without arming a timer, so the hot path pays
@@ -570,10 +582,7 @@ fn refuse_nul(uri: &axum::http::Uri) -> Option<Response> {
         .is_some_and(|q| params::carries_nul(q.as_bytes()))
     {
         if uri.path().ends_with("/authorize") {
-            return Some(authorize::error_response(&crate::authority::OAuthError {
-                reason: "nul_character",
-                ..crate::authority::OAuthError::invalid_request(NUL_MESSAGE)
-            }));
+            return Some(authorize::error_response(&authorize::nul_error()));
         }
         return Some(nul_response());
     }

@@ -130,19 +130,15 @@ async fn read_report_body(parts: &Parts, body: Body) -> Step<(Value, Vec<(String
     let bytes = super::read_body(&parts.headers, body, MAX_REPORT_BODY_BYTES)
         .await
         .map_err(|e| {
-            if e == super::BodyError::TimedOut {
-                return super::body_timeout_response();
-            }
-            if e == super::BodyError::Nul {
-                return super::nul_response();
-            }
-            no_store(
+            e.response(|| {
+                no_store(
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Json(json!({"errors": [{"message": format!("the body is larger than {MAX_REPORT_BODY_BYTES} bytes")}]})),
                 )
                     .into_response(),
             )
+            })
         })?;
     let is_json = parts
         .headers

@@ -112,16 +112,12 @@ async fn read_subscription(
     let bytes = super::read_body(headers, body, MAX_SUBSCRIPTION_BODY_BYTES)
         .await
         .map_err(|e| {
-            if e == super::BodyError::TimedOut {
-                return super::body_timeout_response();
-            }
-            if e == super::BodyError::Nul {
-                return super::nul_response();
-            }
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "Invalid subscription", "message": "the body is too large"}),
-            )
+            e.response(|| {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "Invalid subscription", "message": "the body is too large"}),
+                )
+            })
         })?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|_| invalid("the body must be JSON: {\"subscription\": {…}}"))?;

@@ -63,6 +63,13 @@ impl RedisNonces {
     }
 }
 
+/// Whether `url` names a Redis server (`redis://`, `rediss://`, `redis+unix://`, `unix://`).
+pub fn is_redis_url(url: &str) -> bool {
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
 /// The shared setting naming where jtis are claimed ([`Store::agree_setting`]).
 ///
 /// [`Store::agree_setting`]: super::Store::agree_setting
